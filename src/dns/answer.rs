@@ -1,0 +1,255 @@
+//! The authoritative answer for names in the served zones, written from a snapshot straight
+//! into the response buffer: exact names, wildcards (RFC 4592), empty non-terminals as NODATA
+//! (RFC 8020), CNAME chains across the zones with loops cut, negative answers with the zone's
+//! SOA (RFC 2308), PTR synthesised from the zones' addresses, rotation of multi-record
+//! answers, additional addresses for SRV/MX/NS targets, EDNS(0) and truncation.
+
+use std::cell::Cell;
+
+use hickory_proto::rr::RecordType;
+
+use crate::dns::wire::{HEADER_LEN, Owner, Query, Reject, Response, rcode};
+use crate::names::label_offsets;
+use crate::store::{Lookup, RrSet, Snapshot, ZoneSnap};
+
+/// Longest CNAME chain followed before the answer is cut (as resolvers do).
+pub const MAX_CNAME_CHAIN: usize = 12;
+
+const CLASS_IN: u16 = 1;
+const CLASS_ANY: u16 = 255;
+const TYPE_ANY: u16 = 255;
+const TYPE_AXFR: u16 = 252;
+const TYPE_IXFR: u16 = 251;
+const OPT_LEN: usize = 11;
+
+/// What the server should do with a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The response is in the buffer.
+    Reply,
+    /// The name is not ours: forward it.
+    Forward,
+}
+
+/// Options that apply to every answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerOptions {
+    /// Set RA: true when the stub forwards other names, so it offers recursion.
+    pub recursion_available: bool,
+}
+
+thread_local! {
+    static ROTATION: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Where the rotation of a multi-record answer starts; a per-thread counter, so no shared
+/// cache line is written per query.
+fn rotation(n: usize) -> usize {
+    if n < 2 {
+        return 0;
+    }
+    ROTATION.with(|c| {
+        let v = c.get();
+        c.set(v.wrapping_add(1));
+        v % n
+    })
+}
+
+fn push_rrset(r: &mut Response<'_>, section: usize, owner: Owner<'_>, set: &RrSet, rotate: bool) {
+    let n = set.len();
+    let start = if rotate { rotation(n) } else { 0 };
+    for i in 0..n {
+        r.push(section, owner, set.record((start + i) % n));
+    }
+}
+
+/// The owner of a zone's apex in this message: a pointer into the question when the question
+/// name ends in it (it does for every in-zone question), else the name in full.
+fn apex_owner<'a>(qkey: &[u8], zone: &'a ZoneSnap) -> Owner<'a> {
+    if qkey.len() >= zone.apex.len() {
+        let at = qkey.len() - zone.apex.len();
+        if qkey[at..] == *zone.apex && label_offsets(qkey).any(|o| o == at) {
+            return Owner::Pointer((HEADER_LEN + at) as u16);
+        }
+    }
+    Owner::Name(&zone.apex)
+}
+
+/// Writes a header-only reply for a packet that could not be parsed. Returns `false` when
+/// the packet deserves no reply at all.
+pub fn reject(reason: Reject, out: &mut Vec<u8>) -> bool {
+    let (id, opcode, rd, code) = match reason {
+        Reject::Drop => return false,
+        Reject::FormErr { id, opcode, rd } => (id, opcode, rd, rcode::FORMERR),
+        Reject::NotImp { id, opcode, rd } => (id, opcode, rd, rcode::NOTIMP),
+    };
+    let mut r = Response::header_only(out, id, opcode, rd);
+    r.set_rcode(code);
+    r.finish();
+    true
+}
+
+/// Writes a reply with just the question and `code` (REFUSED, SERVFAIL).
+pub fn error_reply(packet: &[u8], q: &Query<'_>, code: u16, out: &mut Vec<u8>) {
+    let mut r = Response::start(out, packet, q);
+    r.set_rcode(code);
+    if let Some(e) = q.edns {
+        r.push_opt(code, e.dnssec_ok, &[]);
+    }
+    r.finish();
+}
+
+/// Answers `q` from `snap` into `out` if the name is in a served zone (or is a reverse name of
+/// one of their addresses); otherwise says to forward it. `limit` is the largest message the
+/// transport takes.
+pub fn answer(
+    snap: &Snapshot,
+    packet: &[u8],
+    q: &Query<'_>,
+    limit: usize,
+    opts: AnswerOptions,
+    out: &mut Vec<u8>,
+) -> Outcome {
+    if let Some(e) = q.edns.filter(|e| e.version > 0) {
+        // RFC 6891 §6.1.3: BADVERS, with our version (0) in the OPT record
+        let mut r = Response::start(out, packet, q);
+        r.set_rcode(rcode::BADVERS);
+        r.push_opt(rcode::BADVERS, e.dnssec_ok, &[]);
+        r.finish();
+        return Outcome::Reply;
+    }
+    if q.qtype == TYPE_AXFR || q.qtype == TYPE_IXFR {
+        error_reply(packet, q, rcode::REFUSED, out);
+        return Outcome::Reply;
+    }
+    let mut keybuf = [0u8; 257];
+    let key = q.key(&mut keybuf);
+    let mut scratch = [0u8; 257];
+    let first = snap.lookup(key, &mut scratch);
+    if let Lookup::NotOurs = first {
+        if q.qtype == u16::from(RecordType::PTR) && q.qclass == CLASS_IN {
+            if let Some(set) = snap.reverse(key) {
+                let mut r = Response::start(out, packet, q);
+                r.set_aa(true);
+                set_ra(&mut r, opts);
+                push_rrset(&mut r, 1, Owner::Pointer(HEADER_LEN as u16), set, true);
+                finish(r, q, rcode::NOERROR, limit);
+                return Outcome::Reply;
+            }
+        }
+        return Outcome::Forward;
+    }
+    if q.qclass != CLASS_IN && q.qclass != CLASS_ANY {
+        error_reply(packet, q, rcode::REFUSED, out);
+        return Outcome::Reply;
+    }
+    let qtype = RecordType::from(q.qtype);
+    let mut r = Response::start(out, packet, q);
+    r.set_aa(true);
+    set_ra(&mut r, opts);
+
+    let mut lookup = first;
+    let mut owner = Owner::Pointer(HEADER_LEN as u16);
+    let mut visited: [&[u8]; MAX_CNAME_CHAIN + 1] = [&[]; MAX_CNAME_CHAIN + 1];
+    let mut chain = 0;
+    let mut additional: Option<&RrSet> = None;
+    let code = loop {
+        match lookup {
+            Lookup::NotOurs => break rcode::NOERROR, // the chain left our zones
+            Lookup::NxDomain { zone } => {
+                if qtype == RecordType::PTR && chain == 0 {
+                    if let Some(set) = snap.reverse(key) {
+                        push_rrset(&mut r, 1, owner, set, true);
+                        break rcode::NOERROR;
+                    }
+                }
+                r.push(2, apex_owner(key, zone), zone.soa_negative.record(0));
+                break rcode::NXDOMAIN;
+            }
+            Lookup::Found { zone, node, .. } => {
+                if let Some(cname) = node.cname().filter(|_| qtype != RecordType::CNAME) {
+                    r.push(1, owner, cname.record(0));
+                    let target: &[u8] = &cname.targets[0];
+                    if chain == MAX_CNAME_CHAIN || visited[..chain].contains(&target) {
+                        break rcode::NOERROR; // loop or too long: answer what we have
+                    }
+                    visited[chain] = target;
+                    chain += 1;
+                    owner = Owner::Name(target);
+                    lookup = snap.lookup(target, &mut scratch);
+                    continue;
+                }
+                let mut any = false;
+                if q.qtype == TYPE_ANY {
+                    for set in node.rrsets.iter() {
+                        push_rrset(&mut r, 1, owner, set, true);
+                        any = true;
+                    }
+                } else if let Some(set) = node.get(qtype) {
+                    push_rrset(&mut r, 1, owner, set, true);
+                    if matches!(qtype, RecordType::SRV | RecordType::MX | RecordType::NS) {
+                        additional = Some(set);
+                    }
+                    any = true;
+                } else if qtype == RecordType::PTR && chain == 0 {
+                    if let Some(set) = snap.reverse(key) {
+                        push_rrset(&mut r, 1, owner, set, true);
+                        any = true;
+                    }
+                }
+                if !any {
+                    // NODATA (RFC 2308 §2.2)
+                    r.push(2, apex_owner(key, zone), zone.soa_negative.record(0));
+                }
+                break rcode::NOERROR;
+            }
+        }
+    };
+    if let Some(set) = additional {
+        push_additional(
+            &mut r,
+            snap,
+            set,
+            limit.saturating_sub(if q.edns.is_some() { OPT_LEN } else { 0 }),
+        );
+    }
+    finish(r, q, code, limit);
+    Outcome::Reply
+}
+
+fn set_ra(r: &mut Response<'_>, opts: AnswerOptions) {
+    if opts.recursion_available {
+        r.set_ra();
+    }
+}
+
+/// Addresses of SRV/MX/NS targets in the served zones, as long as they fit; never TC for them.
+fn push_additional(r: &mut Response<'_>, snap: &Snapshot, set: &RrSet, limit: usize) {
+    let mark = r.mark();
+    for target in set.targets.iter() {
+        let Some(node) = snap.node(target) else {
+            continue;
+        };
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            if let Some(addrs) = node.get(rtype) {
+                push_rrset(r, 3, Owner::Name(target), addrs, false);
+            }
+        }
+    }
+    if r.len() > limit {
+        r.rollback(mark);
+    }
+}
+
+/// Sets the RCODE, adds OPT, and truncates with TC when the answer does not fit in `limit`.
+fn finish(mut r: Response<'_>, q: &Query<'_>, code: u16, limit: usize) {
+    r.set_rcode(code);
+    let opt = if q.edns.is_some() { OPT_LEN } else { 0 };
+    if r.len() + opt > limit {
+        r.truncate(q.question_end);
+    }
+    if let Some(e) = q.edns {
+        r.push_opt(code, e.dnssec_ok, &[]);
+    }
+    r.finish();
+}

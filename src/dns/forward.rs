@@ -1,0 +1,189 @@
+//! Forwarding of names outside the served zones to the upstream resolvers. Each query goes out
+//! with a fresh random ID from a fresh socket (random source port), and only a reply from the
+//! upstream's address and port with that ID and the same question is accepted (RFC 5452). The
+//! reply is relayed as received, with the client's ID put back. Upstreams are tried in turn,
+//! starting with the last one that answered.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::{Instant, timeout_at};
+use tracing::debug;
+
+use crate::dns::wire::{HEADER_LEN, Query};
+
+/// Largest reply read from an upstream over UDP.
+const MAX_UDP_REPLY: usize = 65535;
+
+#[derive(Debug)]
+pub struct Forwarder {
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+    /// Index of the upstream that answered last; tried first.
+    preferred: AtomicUsize,
+}
+
+/// Why a forward failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardError {
+    /// No upstream is configured.
+    NoUpstream,
+    /// Every upstream failed or timed out.
+    AllFailed,
+}
+
+impl Forwarder {
+    pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
+        Self {
+            upstreams,
+            timeout,
+            preferred: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn has_upstreams(&self) -> bool {
+        !self.upstreams.is_empty()
+    }
+
+    pub fn upstreams(&self) -> &[SocketAddr] {
+        &self.upstreams
+    }
+
+    fn order(&self) -> impl Iterator<Item = (usize, SocketAddr)> + '_ {
+        let n = self.upstreams.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n.max(1);
+        (0..n).map(move |i| {
+            let idx = (first + i) % n;
+            (idx, self.upstreams[idx])
+        })
+    }
+
+    /// Forwards a query that arrived over `tcp` or UDP; returns the reply for the client.
+    pub async fn forward(
+        &self,
+        packet: &[u8],
+        q: &Query<'_>,
+        tcp: bool,
+    ) -> Result<Vec<u8>, ForwardError> {
+        if self.upstreams.is_empty() {
+            return Err(ForwardError::NoUpstream);
+        }
+        let question = &packet[HEADER_LEN..q.question_end];
+        for (idx, upstream) in self.order() {
+            let id: u16 = rand::random();
+            let mut out = packet.to_vec();
+            out[..2].copy_from_slice(&id.to_be_bytes());
+            let deadline = Instant::now() + self.timeout;
+            let result = if tcp {
+                exchange_tcp(upstream, &out, id, question, deadline).await
+            } else {
+                exchange_udp(upstream, &out, id, question, deadline).await
+            };
+            match result {
+                Ok(mut reply) => {
+                    self.preferred.store(idx, Ordering::Relaxed);
+                    reply[..2].copy_from_slice(&q.id.to_be_bytes());
+                    return Ok(reply);
+                }
+                Err(e) => debug!(%upstream, error = %e, "upstream failed"),
+            }
+        }
+        Err(ForwardError::AllFailed)
+    }
+}
+
+/// Whether `reply` answers our query: a response, our ID, our question, byte for byte.
+fn matches(reply: &[u8], id: u16, question: &[u8]) -> bool {
+    reply.len() >= HEADER_LEN + question.len()
+        && reply[..2] == id.to_be_bytes()
+        && reply[2] & 0x80 != 0
+        && reply[4..6] == [0, 1]
+        && reply[HEADER_LEN..HEADER_LEN + question.len()] == *question
+}
+
+async fn exchange_udp(
+    upstream: SocketAddr,
+    query: &[u8],
+    id: u16,
+    question: &[u8],
+    deadline: Instant,
+) -> std::io::Result<Vec<u8>> {
+    let bind: SocketAddr = if upstream.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal address")
+    } else {
+        "[::]:0".parse().expect("literal address")
+    };
+    let socket = UdpSocket::bind(bind).await?;
+    // connect() makes the kernel drop datagrams from any other address or port
+    socket.connect(upstream).await?;
+    socket.send(query).await?;
+    let mut buf = vec![0u8; MAX_UDP_REPLY];
+    loop {
+        let n = timeout_at(deadline, socket.recv(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
+        if matches(&buf[..n], id, question) {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        debug!(%upstream, "ignoring a reply that does not match the query");
+    }
+}
+
+async fn exchange_tcp(
+    upstream: SocketAddr,
+    query: &[u8],
+    id: u16,
+    question: &[u8],
+    deadline: Instant,
+) -> std::io::Result<Vec<u8>> {
+    let timed_out = || std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+    let mut stream = timeout_at(deadline, TcpStream::connect(upstream))
+        .await
+        .map_err(|_| timed_out())??;
+    let mut framed = Vec::with_capacity(query.len() + 2);
+    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    framed.extend_from_slice(query);
+    timeout_at(deadline, stream.write_all(&framed))
+        .await
+        .map_err(|_| timed_out())??;
+    let reply = timeout_at(deadline, async {
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await?;
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    })
+    .await
+    .map_err(|_| timed_out())??;
+    if !matches(&reply, id, question) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "reply does not match the query",
+        ));
+    }
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_must_match_id_and_question() {
+        let question = b"\x01a\x00\x00\x01\x00\x01";
+        let mut reply = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+        reply.extend_from_slice(question);
+        assert!(matches(&reply, 0x1234, question));
+        assert!(!matches(&reply, 0x1235, question));
+        let mut other = reply.clone();
+        other[13] = b'b';
+        assert!(!matches(&other, 0x1234, question));
+        let mut not_response = reply.clone();
+        not_response[2] = 0x01;
+        assert!(!matches(&not_response, 0x1234, question));
+    }
+}

@@ -1,0 +1,305 @@
+//! The listeners: UDP and TCP on every `--listen` address. Each packet is checked against the
+//! client ACL, parsed, answered from the current snapshot or handed to the forwarder, and never
+//! allowed to take the server down. Every loop stops when the cancellation token fires.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::dns::answer::{self, AnswerOptions, Outcome};
+use crate::dns::forward::{ForwardError, Forwarder};
+use crate::dns::wire::{self, rcode};
+use crate::store::Store;
+
+/// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// TCP connections served at once; more wait in the kernel's backlog.
+const MAX_TCP_CONNECTIONS: usize = 512;
+/// Forwarded queries in flight at once; past this, queries are dropped and clients retry.
+const MAX_FORWARDS: usize = 4096;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("failed to bind to UDP socket address {addr}: {source}")]
+    BindUdp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to bind to TCP socket address {addr}: {source}")]
+    BindTcp {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Which clients get answers: loopback always, plus the `--allow` networks.
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    allow: Vec<IpNet>,
+}
+
+impl Acl {
+    pub fn new(allow: Vec<IpNet>) -> Self {
+        Self { allow }
+    }
+
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_loopback() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// Everything a listener needs, shared by all of them.
+#[derive(Debug)]
+pub struct Handler {
+    pub store: Store,
+    pub forwarder: Forwarder,
+    pub acl: Acl,
+    forwards: Semaphore,
+}
+
+impl Handler {
+    pub fn new(store: Store, forwarder: Forwarder, acl: Acl) -> Self {
+        Self {
+            store,
+            forwarder,
+            acl,
+            forwards: Semaphore::new(MAX_FORWARDS),
+        }
+    }
+
+    fn options(&self) -> AnswerOptions {
+        AnswerOptions {
+            recursion_available: self.forwarder.has_upstreams(),
+        }
+    }
+
+    /// Answers what can be answered without waiting. Returns `Some(true)` when `out` holds
+    /// the reply, `Some(false)` to forward, `None` to stay silent.
+    fn answer_now(
+        &self,
+        packet: &[u8],
+        client: IpAddr,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<bool> {
+        let q = match wire::parse_query(packet) {
+            Ok(q) => q,
+            Err(reason) => {
+                if !self.acl.permits(client) {
+                    return None;
+                }
+                return answer::reject(reason, out).then_some(true);
+            }
+        };
+        if !self.acl.permits(client) {
+            answer::error_reply(packet, &q, rcode::REFUSED, out);
+            return Some(true);
+        }
+        let snap = self.store.load();
+        match answer::answer(&snap, packet, &q, limit, self.options(), out) {
+            Outcome::Reply => Some(true),
+            Outcome::Forward => Some(false),
+        }
+    }
+
+    /// Forwards `packet` and returns the client's reply (relayed, or SERVFAIL/REFUSED).
+    async fn forward(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        let q = wire::parse_query(packet).ok()?;
+        let _permit = self.forwards.try_acquire().ok()?;
+        let mut out = Vec::new();
+        match self.forwarder.forward(packet, &q, tcp).await {
+            Ok(reply) => return Some(reply),
+            Err(ForwardError::NoUpstream) => {
+                answer::error_reply(packet, &q, rcode::REFUSED, &mut out)
+            }
+            Err(ForwardError::AllFailed) => {
+                answer::error_reply(packet, &q, rcode::SERVFAIL, &mut out)
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Binds every listener; fails if any address cannot be bound.
+pub async fn bind(listen: &[SocketAddr]) -> Result<Vec<(UdpSocket, TcpListener)>, ServerError> {
+    let mut out = Vec::new();
+    for &addr in listen {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| ServerError::BindUdp { addr, source })?;
+        // port 0: take the same port for TCP as the kernel gave UDP
+        let tcp_addr = udp
+            .local_addr()
+            .map_err(|source| ServerError::BindUdp { addr, source })?;
+        let tcp = TcpListener::bind(tcp_addr)
+            .await
+            .map_err(|source| ServerError::BindTcp {
+                addr: tcp_addr,
+                source,
+            })?;
+        out.push((udp, tcp));
+    }
+    Ok(out)
+}
+
+/// Serves on the bound sockets until `cancel` fires.
+pub async fn serve(
+    sockets: Vec<(UdpSocket, TcpListener)>,
+    handler: Arc<Handler>,
+    cancel: CancellationToken,
+) {
+    let mut tasks = JoinSet::new();
+    for (udp, tcp) in sockets {
+        if let Ok(addr) = udp.local_addr() {
+            info!("listening for UDP on {addr}");
+        }
+        if let Ok(addr) = tcp.local_addr() {
+            info!("listening for TCP on {addr}");
+        }
+        tasks.spawn(serve_udp(Arc::new(udp), handler.clone(), cancel.clone()));
+        tasks.spawn(serve_tcp(tcp, handler.clone(), cancel.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>, cancel: CancellationToken) {
+    let mut buf = vec![0u8; 65535];
+    let mut out = Vec::with_capacity(4096);
+    let mut forwards = JoinSet::new();
+    loop {
+        let (n, client) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here on some systems; keep going
+                    debug!(error = %e, "UDP receive error");
+                    continue;
+                }
+            },
+            Some(_) = forwards.join_next(), if !forwards.is_empty() => continue,
+            () = cancel.cancelled() => break,
+        };
+        let packet = &buf[..n];
+        let limit = match wire::parse_query(packet) {
+            Ok(q) => q.udp_limit(),
+            Err(_) => wire::MIN_UDP,
+        };
+        match handler.answer_now(packet, client.ip(), limit, &mut out) {
+            Some(true) => {
+                if let Err(e) = socket.send_to(&out, client).await {
+                    debug!(%client, error = %e, "UDP send failed");
+                }
+            }
+            Some(false) => {
+                let packet = packet.to_vec();
+                let handler = handler.clone();
+                let socket = socket.clone();
+                forwards.spawn(async move {
+                    if let Some(reply) = handler.forward(&packet, false).await {
+                        let _ = socket.send_to(&reply, client).await;
+                    }
+                });
+            }
+            None => {}
+        }
+    }
+    forwards.shutdown().await;
+}
+
+async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, cancel: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let mut conns = JoinSet::new();
+    loop {
+        let (stream, client) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            () = cancel.cancelled() => break,
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let handler = handler.clone();
+        let cancel = cancel.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            tokio::select! {
+                r = serve_tcp_conn(stream, client, &handler) => {
+                    if let Err(e) = r {
+                        debug!(%client, error = %e, "TCP connection ended");
+                    }
+                }
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+    conns.shutdown().await;
+}
+
+async fn serve_tcp_conn(
+    mut stream: TcpStream,
+    client: SocketAddr,
+    handler: &Handler,
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let mut len = [0u8; 2];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()), // idle
+        }
+        let mut packet = vec![0u8; u16::from_be_bytes(len) as usize];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
+        let reply = match handler.answer_now(&packet, client.ip(), u16::MAX as usize, &mut out) {
+            Some(true) => std::mem::take(&mut out),
+            Some(false) => match handler.forward(&packet, true).await {
+                Some(reply) => reply,
+                None => continue,
+            },
+            None => return Ok(()),
+        };
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&reply);
+        stream.write_all(&framed).await?;
+        out = reply;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_admits_loopback_and_allowed_networks() {
+        let acl = Acl::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        assert!(acl.permits("127.0.0.1".parse().unwrap()));
+        assert!(acl.permits("127.9.9.9".parse().unwrap()));
+        assert!(acl.permits("::1".parse().unwrap()));
+        assert!(acl.permits("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(acl.permits("10.1.2.3".parse().unwrap()));
+        assert!(!acl.permits("192.168.1.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,118 @@
+//! `zkdns serve`: binds the listeners, starts the ZooKeeper sync task, and answers until
+//! SIGTERM/SIGINT. Also picks the default upstreams from resolv.conf, never the stub itself.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::{GlobalArgs, ServeArgs};
+use crate::dns::forward::Forwarder;
+use crate::dns::server::{self, Acl, Handler};
+use crate::error::{Failure, ResultExt};
+use crate::store::Store;
+use crate::zk::sync::Sync;
+use crate::zk::tree::Tree;
+use crate::zk::{Layout, ZkConfig};
+
+/// Nameservers of a resolv.conf, port 53, minus any address the stub itself answers on.
+pub fn upstreams_from_resolv_conf(text: &[u8], listen: &[SocketAddr]) -> Vec<SocketAddr> {
+    let (config, _errors) = resolv_conf::Config::parse_with_errors(text);
+    config
+        .nameservers
+        .iter()
+        .map(|ns| SocketAddr::new(IpAddr::from(ns.clone()), 53))
+        .filter(|up| !is_self(*up, listen))
+        .collect()
+}
+
+/// Whether sending to `upstream` would reach this stub.
+fn is_self(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
+    listen.iter().any(|l| {
+        l.port() == upstream.port()
+            && (l.ip() == upstream.ip()
+                || (l.ip().is_unspecified()
+                    && (upstream.ip().is_loopback() || upstream.ip().is_unspecified())))
+    })
+}
+
+fn pick_upstreams(args: &ServeArgs, listen: &[SocketAddr]) -> Result<Vec<SocketAddr>, Failure> {
+    if args.no_upstream {
+        return Ok(Vec::new());
+    }
+    if !args.upstreams.is_empty() {
+        if let Some(up) = args.upstreams.iter().find(|u| is_self(**u, listen)) {
+            return Err(Failure::input(anyhow::anyhow!(
+                "--upstream {up} is this stub's own address"
+            )));
+        }
+        return Ok(args.upstreams.clone());
+    }
+    let ups = match std::fs::read(&args.resolv_conf) {
+        Ok(text) => upstreams_from_resolv_conf(&text, listen),
+        Err(e) => {
+            warn!(path = %args.resolv_conf.display(), error = %e, "cannot read resolv.conf; names outside the zones get REFUSED");
+            Vec::new()
+        }
+    };
+    if ups.is_empty() {
+        warn!("no upstream resolvers; names outside the zones get REFUSED");
+    }
+    Ok(ups)
+}
+
+/// Runs the stub until `cancel` fires.
+pub async fn run(
+    global: &GlobalArgs,
+    args: ServeArgs,
+    cancel: CancellationToken,
+) -> Result<(), Failure> {
+    let layout = Layout::new(&global.root).or_input()?;
+    let zk = ZkConfig {
+        connect: global.zk.clone(),
+        session_timeout: global.zk_session_timeout,
+    };
+    let sockets = server::bind(&args.listen).await.or_runtime()?;
+    let bound: Vec<SocketAddr> = sockets
+        .iter()
+        .filter_map(|(u, _)| u.local_addr().ok())
+        .collect();
+    let upstreams = pick_upstreams(&args, &bound)?;
+    info!(?upstreams, "forwarding names outside the zones");
+    let filter: Option<BTreeSet<_>> =
+        (!args.zones.is_empty()).then(|| args.zones.iter().cloned().collect());
+    let store = Store::new();
+    let handler = Arc::new(Handler::new(
+        store.clone(),
+        Forwarder::new(upstreams, args.upstream_timeout),
+        Acl::new(args.allow.clone()),
+    ));
+    let sync = Sync::new(zk, layout, Tree::new(filter), store);
+    let sync_task = tokio::spawn(sync.run(cancel.clone()));
+    server::serve(sockets, handler, cancel).await;
+    sync_task.await.context("sync task failed").or_runtime()?;
+    info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_upstreams_skip_ourselves() {
+        let text = b"nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch x\n";
+        let listen: Vec<SocketAddr> = vec!["127.0.0.53:53".parse().unwrap()];
+        assert_eq!(
+            upstreams_from_resolv_conf(text, &listen),
+            vec!["10.0.0.2:53".parse::<SocketAddr>().unwrap()]
+        );
+        let any: Vec<SocketAddr> = vec!["0.0.0.0:53".parse().unwrap()];
+        assert_eq!(upstreams_from_resolv_conf(text, &any).len(), 1);
+        let other_port: Vec<SocketAddr> = vec!["127.0.0.53:5353".parse().unwrap()];
+        assert_eq!(upstreams_from_resolv_conf(text, &other_port).len(), 2);
+    }
+}

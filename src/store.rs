@@ -1,0 +1,587 @@
+//! The record map the DNS path answers from: an immutable [`Snapshot`] built from the watcher's
+//! tree, with every record set already in wire format, published through `arc-swap` so that a
+//! lookup is a pointer load and a hash probe, never a lock shared with the ZooKeeper task. The
+//! [`Store`] also carries the sync status (ready, connected, last sync) that health and
+//! serve-stale read.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::{ArcSwap, Guard};
+use foldhash::fast::RandomState;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+
+use crate::names::{ZoneName, label_offsets, wire_key, wire_key_str};
+use crate::records::RecordData;
+use crate::zk::tree::{Tree, ZoneEntry};
+
+type Map<V> = HashMap<Box<[u8]>, V, RandomState>;
+
+/// One RRset in wire format, owner name left out: each record is
+/// `TYPE CLASS TTL RDLENGTH RDATA`, ready to follow an owner name in an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RrSet {
+    pub rtype: RecordType,
+    blob: Box<[u8]>,
+    ends: Box<[u32]>,
+    /// For CNAME: the target's key. For SRV, MX and NS: the targets whose addresses go in the
+    /// additional section.
+    pub targets: Box<[Box<[u8]>]>,
+}
+
+impl RrSet {
+    fn new(rtype: RecordType, records: &[RData], ttl: u32) -> Self {
+        let mut blob = Vec::new();
+        let mut ends = Vec::with_capacity(records.len());
+        let mut targets = Vec::new();
+        for rdata in records {
+            let record = Record::from_rdata(Name::root(), ttl, rdata.clone());
+            let mut buf = Vec::with_capacity(32);
+            let mut encoder = BinEncoder::new(&mut buf);
+            encoder.set_canonical_form(true);
+            record.emit(&mut encoder).expect("validated record encodes");
+            blob.extend_from_slice(&buf[1..]); // drop the root owner name
+            ends.push(blob.len() as u32);
+            match rdata {
+                RData::CNAME(CNAME(t)) | RData::NS(NS(t)) => targets.push(wire_key(t)),
+                RData::SRV(srv) => targets.push(wire_key(&srv.target)),
+                RData::MX(mx) => targets.push(wire_key(&mx.exchange)),
+                _ => {}
+            }
+        }
+        targets.sort();
+        targets.dedup();
+        Self {
+            rtype,
+            blob: blob.into(),
+            ends: ends.into(),
+            targets: targets.into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Record `i` without its owner name.
+    pub fn record(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.blob[start..self.ends[i] as usize]
+    }
+}
+
+/// A name that exists in a zone: its RRsets (none for an empty non-terminal or a record set
+/// without data, both of which answer NODATA).
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub zone: u16,
+    pub rrsets: Box<[RrSet]>,
+}
+
+impl Node {
+    pub fn get(&self, rtype: RecordType) -> Option<&RrSet> {
+        self.rrsets.iter().find(|r| r.rtype == rtype)
+    }
+
+    pub fn cname(&self) -> Option<&RrSet> {
+        self.get(RecordType::CNAME)
+    }
+}
+
+/// What the DNS path needs of a zone beyond its names.
+#[derive(Debug, Clone)]
+pub struct ZoneSnap {
+    pub name: ZoneName,
+    pub apex: Box<[u8]>,
+    /// The SOA as the answer to an SOA query.
+    pub soa: RrSet,
+    /// The SOA for the authority section of negative answers: TTL min(SOA TTL, MINIMUM).
+    pub soa_negative: RrSet,
+}
+
+/// Result of looking a name up.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// Not inside any served zone.
+    NotOurs,
+    /// The name exists; `wildcard` when it was synthesised from `*` (RFC 4592).
+    Found {
+        zone: &'a ZoneSnap,
+        node: &'a Node,
+        wildcard: bool,
+    },
+    /// Inside a zone, and nothing at or matching the name.
+    NxDomain { zone: &'a ZoneSnap },
+}
+
+/// An immutable view of every served zone.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    zones: Vec<ZoneSnap>,
+    zone_index: Map<u16>,
+    nodes: Map<Node>,
+    /// PTR records synthesised from the zones' addresses, by reverse name.
+    reverse: Map<RrSet>,
+    /// Names with records (record sets, not empty non-terminals).
+    pub names: usize,
+    /// Records across every RRset, SOA and NS included.
+    pub records: usize,
+}
+
+fn unix_now() -> u32 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// The RRsets of one merged record set. A CNAME excludes every other type (RFC 1034 §3.6.2).
+fn rrsets_of(data: &RecordData, ttl: u32) -> Vec<RrSet> {
+    let mut out = Vec::new();
+    if let Some(target) = &data.cname {
+        out.push(RrSet::new(
+            RecordType::CNAME,
+            &[RData::CNAME(CNAME(target.clone()))],
+            ttl,
+        ));
+        return out;
+    }
+    let mut add = |rtype, rdatas: Vec<RData>| {
+        if !rdatas.is_empty() {
+            let mut rdatas = rdatas;
+            // members may repeat an address; one record per distinct value
+            let mut seen = Vec::with_capacity(rdatas.len());
+            rdatas.retain(|r| {
+                if seen.contains(r) {
+                    false
+                } else {
+                    seen.push(r.clone());
+                    true
+                }
+            });
+            out.push(RrSet::new(rtype, &rdatas, ttl));
+        }
+    };
+    add(
+        RecordType::A,
+        data.a.iter().map(|a| RData::A(A(*a))).collect(),
+    );
+    add(
+        RecordType::AAAA,
+        data.aaaa.iter().map(|a| RData::AAAA(AAAA(*a))).collect(),
+    );
+    add(
+        RecordType::TXT,
+        data.txt
+            .iter()
+            .map(|t| RData::TXT(TXT::from_bytes(t.iter().map(|s| &**s).collect())))
+            .collect(),
+    );
+    add(
+        RecordType::SRV,
+        data.srv
+            .iter()
+            .map(|(p, w, port, t)| RData::SRV(SRV::new(*p, *w, *port, t.clone())))
+            .collect(),
+    );
+    add(
+        RecordType::MX,
+        data.mx
+            .iter()
+            .map(|(p, e)| RData::MX(MX::new(*p, e.clone())))
+            .collect(),
+    );
+    add(
+        RecordType::PTR,
+        data.ptr
+            .iter()
+            .map(|p| RData::PTR(PTR(p.clone())))
+            .collect(),
+    );
+    out
+}
+
+fn reverse_name(ip: IpAddr) -> Name {
+    Name::from(ip)
+}
+
+impl Snapshot {
+    /// Builds the snapshot of everything in `tree`.
+    pub fn build(tree: &Tree) -> Snapshot {
+        let mut snap = Snapshot::default();
+        // shallow zones first, so that a nested zone's nodes replace its parent's at a cut
+        let mut zones: Vec<(&ZoneName, &ZoneEntry)> = tree.zones().iter().collect();
+        zones.sort_by_key(|(z, _)| (z.as_str().matches('.').count(), z.as_str().to_string()));
+        let mut ptrs: Map<Vec<RData>> = Map::default();
+        for (zone, entry) in zones {
+            snap.add_zone(zone, entry, &mut ptrs);
+        }
+        for (key, rdatas) in ptrs {
+            let set = RrSet::new(RecordType::PTR, &rdatas, 0);
+            snap.reverse.insert(key, set);
+        }
+        snap
+    }
+
+    fn add_zone(&mut self, zone: &ZoneName, entry: &ZoneEntry, ptrs: &mut Map<Vec<RData>>) {
+        let s = &entry.settings;
+        let idx = self.zones.len() as u16;
+        let apex = wire_key_str(zone.as_str());
+        let serial = s.serial.unwrap_or(if entry.changed == 0 {
+            unix_now()
+        } else {
+            entry.changed
+        });
+        let soa = RData::SOA(SOA::new(
+            s.mname.clone(),
+            s.rname.clone(),
+            serial,
+            s.refresh as i32,
+            s.retry as i32,
+            s.expire as i32,
+            s.minimum,
+        ));
+        let zone_snap = ZoneSnap {
+            name: zone.clone(),
+            apex: apex.clone(),
+            soa: RrSet::new(RecordType::SOA, std::slice::from_ref(&soa), s.ttl),
+            soa_negative: RrSet::new(RecordType::SOA, &[soa], s.ttl.min(s.minimum)),
+        };
+        let ns: Vec<RData> = s.ns.iter().map(|n| RData::NS(NS(n.clone()))).collect();
+        let mut apex_sets = vec![
+            zone_snap.soa.clone(),
+            RrSet::new(RecordType::NS, &ns, s.ttl),
+        ];
+        self.records += 1 + ns.len();
+        self.zones.push(zone_snap);
+        self.zone_index.insert(apex.clone(), idx);
+
+        let mut apex_done = false;
+        for (name, set) in &entry.sets {
+            let data = set.merged();
+            let ttl = data.ttl.unwrap_or(s.ttl);
+            let mut rrsets = rrsets_of(&data, ttl);
+            self.records += rrsets.iter().map(RrSet::len).sum::<usize>();
+            if !data.is_empty() {
+                self.names += 1;
+            }
+            let fqdn = name.fqdn(zone);
+            if !name.as_str().starts_with('*') {
+                let owner = Name::from_ascii(format!("{fqdn}.")).expect("validated name");
+                for ip in data
+                    .a
+                    .iter()
+                    .map(|a| IpAddr::V4(*a))
+                    .chain(data.aaaa.iter().map(|a| IpAddr::V6(*a)))
+                {
+                    let list = ptrs.entry(wire_key(&reverse_name(ip))).or_default();
+                    let rdata = RData::PTR(PTR(owner.clone()));
+                    if !list.contains(&rdata) {
+                        list.push(rdata);
+                    }
+                }
+            }
+            let key = wire_key_str(&fqdn);
+            if name.is_apex() {
+                // SOA and NS stay; apex data joins them (a CNAME cannot live at the apex)
+                rrsets.retain(|r| r.rtype != RecordType::CNAME);
+                apex_sets.extend(rrsets);
+                apex_done = true;
+                continue;
+            }
+            self.insert_node(key.clone(), idx, rrsets.into());
+            self.add_empty_non_terminals(&key, &apex, idx);
+        }
+        let _ = apex_done;
+        self.insert_node(apex, idx, apex_sets.into());
+    }
+
+    fn insert_node(&mut self, key: Box<[u8]>, zone: u16, rrsets: Box<[RrSet]>) {
+        self.nodes.insert(key, Node { zone, rrsets });
+    }
+
+    /// Every name between `key` and the apex exists (RFC 8020): add those not yet present.
+    fn add_empty_non_terminals(&mut self, key: &[u8], apex: &[u8], zone: u16) {
+        for at in label_offsets(key).skip(1) {
+            let suffix = &key[at..];
+            if suffix.len() <= apex.len() {
+                break;
+            }
+            match self.nodes.get(suffix) {
+                Some(n) if n.zone == zone => break, // its ancestors were added with it
+                Some(_) | None => {
+                    self.nodes.insert(
+                        suffix.into(),
+                        Node {
+                            zone,
+                            rrsets: Box::new([]),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn zones(&self) -> &[ZoneSnap] {
+        &self.zones
+    }
+
+    pub fn zone(&self, idx: u16) -> &ZoneSnap {
+        &self.zones[idx as usize]
+    }
+
+    /// The deepest served zone containing `key` (a lower-case wire name), with the offset in
+    /// `key` where its apex starts.
+    pub fn find_zone(&self, key: &[u8]) -> Option<(u16, usize)> {
+        if self.zones.is_empty() {
+            return None;
+        }
+        label_offsets(key).find_map(|at| self.zone_index.get(&key[at..]).map(|&z| (z, at)))
+    }
+
+    /// Node at exactly `key`, if it belongs to the zone that serves it.
+    pub fn node(&self, key: &[u8]) -> Option<&Node> {
+        self.nodes.get(key)
+    }
+
+    /// Looks a lower-case wire name up: exact match, else wildcard at the closest encloser
+    /// (RFC 4592), else NXDOMAIN. `scratch` holds the wildcard key so no allocation is needed.
+    pub fn lookup<'a>(&'a self, key: &[u8], scratch: &mut [u8; 257]) -> Lookup<'a> {
+        let Some((zidx, apex_at)) = self.find_zone(key) else {
+            return Lookup::NotOurs;
+        };
+        let zone = &self.zones[zidx as usize];
+        if let Some(node) = self.nodes.get(key).filter(|n| n.zone == zidx) {
+            return Lookup::Found {
+                zone,
+                node,
+                wildcard: false,
+            };
+        }
+        // closest encloser: the longest existing ancestor (the apex always exists)
+        for at in label_offsets(key).skip(1) {
+            if at > apex_at {
+                break;
+            }
+            let suffix = &key[at..];
+            if self.nodes.get(suffix).is_some_and(|n| n.zone == zidx) {
+                scratch[0] = 1;
+                scratch[1] = b'*';
+                scratch[2..2 + suffix.len()].copy_from_slice(suffix);
+                let wild = &scratch[..2 + suffix.len()];
+                return match self.nodes.get(wild).filter(|n| n.zone == zidx) {
+                    Some(node) => Lookup::Found {
+                        zone,
+                        node,
+                        wildcard: true,
+                    },
+                    None => Lookup::NxDomain { zone },
+                };
+            }
+        }
+        Lookup::NxDomain { zone }
+    }
+
+    /// Synthesised PTR records for a reverse name.
+    pub fn reverse(&self, key: &[u8]) -> Option<&RrSet> {
+        self.reverse.get(key)
+    }
+}
+
+/// The shared handle: the current snapshot plus the sync status. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<StoreInner>,
+}
+
+#[derive(Debug)]
+struct StoreInner {
+    snapshot: ArcSwap<Snapshot>,
+    /// Set once the first full read has been published.
+    ready: AtomicBool,
+    /// Whether the ZooKeeper session is connected and the map follows it.
+    connected: AtomicBool,
+    /// Unix milliseconds of the last full sync or applied change while connected.
+    last_sync_ms: AtomicU64,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl Store {
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(StoreInner {
+                snapshot: ArcSwap::from_pointee(Snapshot::default()),
+                ready: AtomicBool::new(false),
+                connected: AtomicBool::new(false),
+                last_sync_ms: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The current snapshot; lock-free.
+    pub fn load(&self) -> Guard<Arc<Snapshot>> {
+        self.inner.snapshot.load()
+    }
+
+    /// Publishes a new snapshot built from a complete, current view of ZooKeeper.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.inner.snapshot.store(Arc::new(snapshot));
+        self.inner.ready.store(true, Ordering::Release);
+        self.inner.connected.store(true, Ordering::Release);
+        self.inner.last_sync_ms.store(unix_ms(), Ordering::Release);
+    }
+
+    /// Records that the session is (dis)connected. The map is kept either way.
+    pub fn set_connected(&self, connected: bool) {
+        self.inner.connected.store(connected, Ordering::Release);
+        if connected {
+            self.inner.last_sync_ms.store(unix_ms(), Ordering::Release);
+        }
+    }
+
+    /// True once the first full read has been published.
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// True while answers come from a map that may be behind ZooKeeper.
+    pub fn is_stale(&self) -> bool {
+        !self.inner.connected.load(Ordering::Acquire)
+    }
+
+    /// Time since the map was last known to match ZooKeeper.
+    pub fn since_sync(&self) -> Duration {
+        let last = self.inner.last_sync_ms.load(Ordering::Acquire);
+        if self.is_ready() && !self.is_stale() {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(unix_ms().saturating_sub(last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zk::Layout;
+    use crate::zk::tree::NodeState;
+
+    fn tree(nodes: &[(&str, &str)]) -> Tree {
+        let l = Layout::new("/z").unwrap();
+        let mut t = Tree::new(None);
+        for (path, data) in nodes {
+            let state = NodeState {
+                data: data.as_bytes().to_vec(),
+                mzxid: 1,
+                mtime: 0,
+            };
+            t.apply(&l, &format!("/z/zones/{path}"), Some(&state));
+        }
+        t
+    }
+
+    fn key(s: &str) -> Box<[u8]> {
+        wire_key_str(s)
+    }
+
+    #[test]
+    fn lookups() {
+        let t = tree(&[
+            ("c.l", ""),
+            ("c.l/web", r#"{"A": ["10.0.0.1", "10.0.0.2"]}"#),
+            ("c.l/api.prod", r#"{"A": ["10.0.0.3"]}"#),
+            ("c.l/*.wild", r#"{"A": ["10.0.0.4"]}"#),
+            ("c.l/empty", ""),
+        ]);
+        let s = Snapshot::build(&t);
+        let mut scratch = [0u8; 257];
+        assert_eq!(s.names, 3);
+        assert!(matches!(
+            s.lookup(&key("web.c.l"), &mut scratch),
+            Lookup::Found { wildcard: false, node, .. } if node.get(RecordType::A).unwrap().len() == 2
+        ));
+        // empty non-terminal
+        assert!(matches!(
+            s.lookup(&key("prod.c.l"), &mut scratch),
+            Lookup::Found { node, .. } if node.rrsets.is_empty()
+        ));
+        assert!(matches!(
+            s.lookup(&key("empty.c.l"), &mut scratch),
+            Lookup::Found { node, .. } if node.rrsets.is_empty()
+        ));
+        assert!(matches!(
+            s.lookup(&key("x.y.wild.c.l"), &mut scratch),
+            Lookup::Found { wildcard: true, .. }
+        ));
+        assert!(matches!(
+            s.lookup(&key("nope.c.l"), &mut scratch),
+            Lookup::NxDomain { .. }
+        ));
+        // below an existing name: no wildcard there
+        assert!(matches!(
+            s.lookup(&key("x.web.c.l"), &mut scratch),
+            Lookup::NxDomain { .. }
+        ));
+        assert!(matches!(
+            s.lookup(&key("example.com"), &mut scratch),
+            Lookup::NotOurs
+        ));
+        let apex = s.lookup(&key("c.l"), &mut scratch);
+        assert!(
+            matches!(apex, Lookup::Found { node, .. } if node.get(RecordType::SOA).is_some() && node.get(RecordType::NS).is_some())
+        );
+        let rev = wire_key(&reverse_name("10.0.0.3".parse().unwrap()));
+        assert_eq!(s.reverse(&rev).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn nested_zones_take_their_names() {
+        let t = tree(&[
+            ("c.l", ""),
+            ("c.l/a.sub", r#"{"A": ["10.0.0.1"]}"#),
+            ("sub.c.l", ""),
+            ("sub.c.l/b", r#"{"A": ["10.0.0.2"]}"#),
+        ]);
+        let s = Snapshot::build(&t);
+        let mut scratch = [0u8; 257];
+        assert!(matches!(
+            s.lookup(&key("b.sub.c.l"), &mut scratch),
+            Lookup::Found { .. }
+        ));
+        // occluded by the cut: a.sub.c.l belongs to sub.c.l, which does not have it
+        assert!(matches!(
+            s.lookup(&key("a.sub.c.l"), &mut scratch),
+            Lookup::NxDomain { zone } if zone.name.as_str() == "sub.c.l"
+        ));
+    }
+
+    #[test]
+    fn encodes_records_without_owner() {
+        let set = RrSet::new(
+            RecordType::A,
+            &[RData::A(A("10.1.2.3".parse().unwrap()))],
+            30,
+        );
+        assert_eq!(set.record(0), &[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 1, 2, 3]);
+    }
+}

@@ -1,0 +1,371 @@
+//! The only writer of the map. One persistent recursive watch on `<root>/zones`, set before the
+//! full read; each event re-reads just the node it names. Events can be lost while the client
+//! reconnects (ZOOKEEPER-4698), so every reconnect is followed by a full re-read, and an expired
+//! session by a new client and the same. The last good map keeps serving throughout (stale).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::join_all;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use zookeeper_client::{AddWatchMode, Client, EventType, MultiReadResult, SessionState};
+
+use crate::store::{Snapshot, Store};
+use crate::zk::layout::{Layout, NodePath};
+use crate::zk::tree::{NodeState, Tree};
+use crate::zk::{ZkConfig, close, connect};
+
+/// Operations per multiRead request in a full read: well below jute.maxbuffer for replies.
+const READ_BATCH: usize = 1000;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How a session ended.
+enum End {
+    Cancelled,
+    /// Expired, closed or auth failed: a new client is needed.
+    Terminal(SessionState),
+}
+
+/// A read failed in a way that a later full read repairs.
+#[derive(Debug)]
+struct ReadError(zookeeper_client::Error);
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+fn node_state(data: Vec<u8>, stat: &zookeeper_client::Stat) -> NodeState {
+    NodeState {
+        data,
+        mzxid: stat.mzxid,
+        mtime: stat.mtime,
+    }
+}
+
+/// Keeps a [`Store`] equal to the zones subtree in ZooKeeper.
+pub struct Sync {
+    config: ZkConfig,
+    layout: Layout,
+    store: Store,
+    tree: Tree,
+}
+
+impl Sync {
+    pub fn new(config: ZkConfig, layout: Layout, tree: Tree, store: Store) -> Self {
+        Self {
+            config,
+            layout,
+            store,
+            tree,
+        }
+    }
+
+    /// Runs until `cancel` fires, then closes the session.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut backoff = BACKOFF_MIN;
+        let mut failing = false;
+        loop {
+            let client = tokio::select! {
+                r = connect(&self.config) => r,
+                () = cancel.cancelled() => return,
+            };
+            let client = match client {
+                Ok(c) => c,
+                Err(e) => {
+                    if !failing {
+                        warn!(error = %e, "ZooKeeper unreachable; serving the last map and retrying");
+                        failing = true;
+                    } else {
+                        debug!(error = %e, "ZooKeeper still unreachable");
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = cancel.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            failing = false;
+            backoff = BACKOFF_MIN;
+            info!(session = %client.session_id(), "ZooKeeper session established");
+            match self.session(&client, &cancel).await {
+                End::Cancelled => {
+                    close(client).await;
+                    return;
+                }
+                End::Terminal(state) => {
+                    self.store.set_connected(false);
+                    warn!(
+                        ?state,
+                        "ZooKeeper session ended; serving the last map while a new session starts"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Follows one session: watch, full read, then events until the session ends.
+    async fn session(&mut self, client: &Client, cancel: &CancellationToken) -> End {
+        let zones = self.layout.zones();
+        let mut watcher = loop {
+            match client
+                .watch(&zones, AddWatchMode::PersistentRecursive)
+                .await
+            {
+                Ok(w) => break w,
+                Err(zookeeper_client::Error::SessionExpired) => {
+                    return End::Terminal(SessionState::Expired);
+                }
+                Err(e) => {
+                    debug!(error = %e, "cannot set the watch yet");
+                    if is_terminal(client) {
+                        return End::Terminal(client.state());
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(BACKOFF_MIN) => {}
+                        () = cancel.cancelled() => return End::Cancelled,
+                    }
+                }
+            }
+        };
+        // the watch is in place: everything from here on shows up as an event
+        let mut need_resync = true;
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            if need_resync && retry_at.is_none() {
+                match self.resync(client).await {
+                    Ok(()) => need_resync = false,
+                    Err(e) => {
+                        if is_terminal(client) {
+                            return End::Terminal(client.state());
+                        }
+                        debug!(error = %e, "full read failed; retrying");
+                        retry_at = Some(tokio::time::Instant::now() + BACKOFF_MIN * 5);
+                    }
+                }
+            }
+            let first = tokio::select! {
+                ev = watcher.changed() => ev,
+                () = sleep_until(retry_at) => {
+                    retry_at = None;
+                    continue;
+                }
+                () = cancel.cancelled() => return End::Cancelled,
+            };
+            let mut paths = BTreeSet::new();
+            let mut event = Some(first);
+            while let Some(ev) = event.take() {
+                if ev.event_type == EventType::Session {
+                    match ev.session_state {
+                        SessionState::Disconnected => {
+                            self.store.set_connected(false);
+                            warn!("ZooKeeper connection lost; serving the last map (stale)");
+                        }
+                        SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                            info!("ZooKeeper connection back; re-reading the zones");
+                            need_resync = true;
+                            retry_at = None;
+                        }
+                        state if state.is_terminated() => return End::Terminal(state),
+                        _ => {}
+                    }
+                } else {
+                    paths.insert(ev.path);
+                }
+                // take whatever else is already queued, without waiting
+                event = watcher.changed().now_or_never();
+            }
+            if need_resync {
+                continue; // the full read covers these paths
+            }
+            if !paths.is_empty() {
+                if let Err(e) = self.refresh(client, paths).await {
+                    debug!(error = %e, "re-reading changed nodes failed; doing a full read");
+                    need_resync = true;
+                    if is_terminal(client) {
+                        return End::Terminal(client.state());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the whole subtree and replaces the map with it.
+    async fn resync(&mut self, client: &Client) -> Result<(), ReadError> {
+        let started = Instant::now();
+        let tree = full_read(client, &self.layout, &self.tree).await?;
+        self.tree = tree;
+        let snapshot = Snapshot::build(&self.tree);
+        let names = snapshot.names;
+        self.store.publish(snapshot);
+        info!(
+            zones = self.tree.zones().len(),
+            names,
+            bad = self.tree.bad_nodes(),
+            "resynced {names} names in {} ms",
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// Re-reads the nodes that events named (and any ancestor not known yet), applies them,
+    /// and publishes a new snapshot if anything changed.
+    async fn refresh(&mut self, client: &Client, paths: BTreeSet<String>) -> Result<(), ReadError> {
+        let mut wanted: BTreeSet<(usize, String)> = BTreeSet::new();
+        for path in paths {
+            match self.layout.classify(&path) {
+                NodePath::Zones => {
+                    wanted.insert((0, path));
+                }
+                NodePath::Zone(z) => {
+                    if self.tree.wants_zone(z) {
+                        wanted.insert((1, path));
+                    }
+                }
+                NodePath::Set(z, _) => {
+                    if !self.tree.wants_zone(z) {
+                        continue;
+                    }
+                    if !self.tree.has_zone(z) {
+                        wanted.insert((1, self.layout.zone(z)));
+                    }
+                    wanted.insert((2, path));
+                }
+                NodePath::Member(z, n, _) => {
+                    if !self.tree.wants_zone(z) {
+                        continue;
+                    }
+                    if !self.tree.has_zone(z) {
+                        wanted.insert((1, self.layout.zone(z)));
+                    }
+                    if !self.tree.has_set(z, n) {
+                        wanted.insert((2, self.layout.set(z, n)));
+                    }
+                    wanted.insert((3, path));
+                }
+                NodePath::Other => {}
+            }
+        }
+        // requests are sent in call order and pipelined on the one connection
+        let reads: Vec<_> = wanted.iter().map(|(_, p)| client.get_data(p)).collect();
+        let results = join_all(reads).await;
+        let mut changed = false;
+        for ((_, path), result) in wanted.iter().zip(results) {
+            let state = match result {
+                Ok((data, stat)) => Some(node_state(data, &stat)),
+                Err(zookeeper_client::Error::NoNode) => None,
+                Err(e) => return Err(ReadError(e)),
+            };
+            changed |= self.tree.apply(&self.layout, path, state.as_ref());
+        }
+        if changed {
+            self.store.publish(Snapshot::build(&self.tree));
+        } else {
+            self.store.set_connected(true);
+        }
+        Ok(())
+    }
+}
+
+fn is_terminal(client: &Client) -> bool {
+    client.state().is_terminated()
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+enum Op<'a> {
+    Data(&'a str),
+    Children(&'a str),
+}
+
+/// Runs read operations in multiRead batches, all batches in flight at once.
+async fn multi_read(client: &Client, ops: &[Op<'_>]) -> Result<Vec<MultiReadResult>, ReadError> {
+    let mut batches = Vec::new();
+    for chunk in ops.chunks(READ_BATCH) {
+        let mut reader = client.new_multi_reader();
+        for op in chunk {
+            match op {
+                Op::Data(p) => reader.add_get_data(p),
+                Op::Children(p) => reader.add_get_children(p),
+            }
+            .map_err(ReadError)?;
+        }
+        batches.push(async move { reader.commit().await });
+    }
+    let mut out = Vec::with_capacity(ops.len());
+    for result in join_all(batches).await {
+        out.extend(result.map_err(ReadError)?);
+    }
+    Ok(out)
+}
+
+/// Reads the whole zones subtree into a fresh tree (keeping `base`'s filter and the memory of
+/// bad nodes already reported). Nodes that vanish mid-read are skipped; their events follow.
+async fn full_read(client: &Client, layout: &Layout, base: &Tree) -> Result<Tree, ReadError> {
+    let mut tree = base.fresh();
+    let zones = match client.list_children(&layout.zones()).await {
+        Ok(z) => z,
+        Err(zookeeper_client::Error::NoNode) => Vec::new(),
+        Err(e) => return Err(ReadError(e)),
+    };
+    let zone_paths: Vec<String> = zones
+        .iter()
+        .filter(|z| tree.wants_zone(z))
+        .map(|z| layout.zone(z))
+        .collect();
+    let ops: Vec<Op> = zone_paths
+        .iter()
+        .flat_map(|p| [Op::Data(p), Op::Children(p)])
+        .collect();
+    let results = multi_read(client, &ops).await?;
+    let mut set_paths = Vec::new();
+    for (path, pair) in zone_paths.iter().zip(results.chunks(2)) {
+        let (MultiReadResult::Data { data, stat }, MultiReadResult::Children { children }) =
+            (&pair[0], &pair[1])
+        else {
+            continue; // gone since the listing
+        };
+        tree.apply(layout, path, Some(&node_state(data.clone(), stat)));
+        set_paths.extend(children.iter().map(|c| format!("{path}/{c}")));
+    }
+
+    let ops: Vec<Op> = set_paths.iter().map(|p| Op::Data(p)).collect();
+    let results = multi_read(client, &ops).await?;
+    let mut with_members = Vec::new();
+    for (path, result) in set_paths.iter().zip(results) {
+        if let MultiReadResult::Data { data, stat } = result {
+            tree.apply(layout, path, Some(&node_state(data, &stat)));
+            if stat.num_children > 0 {
+                with_members.push(path);
+            }
+        }
+    }
+
+    let ops: Vec<Op> = with_members.iter().map(|p| Op::Children(p)).collect();
+    let results = multi_read(client, &ops).await?;
+    let mut member_paths = Vec::new();
+    for (path, result) in with_members.iter().zip(results) {
+        if let MultiReadResult::Children { children } = result {
+            member_paths.extend(children.iter().map(|c| format!("{path}/{c}")));
+        }
+    }
+    let ops: Vec<Op> = member_paths.iter().map(|p| Op::Data(p)).collect();
+    let results = multi_read(client, &ops).await?;
+    for (path, result) in member_paths.iter().zip(results) {
+        if let MultiReadResult::Data { data, stat } = result {
+            tree.apply(layout, path, Some(&node_state(data, &stat)));
+        }
+    }
+    Ok(tree)
+}
