@@ -89,6 +89,7 @@ pub async fn run(
         store.clone(),
         Forwarder::new(upstreams, args.upstream_timeout),
         Acl::new(args.allow.clone()),
+        &args.zones,
     ));
     let sync = Sync::new(zk, layout, Tree::new(filter), store);
     let sync_task = tokio::spawn(sync.run(cancel.clone()));

@@ -150,7 +150,9 @@ pub fn answer(
 
     let mut lookup = first;
     let mut owner = Owner::Pointer(HEADER_LEN as u16);
+    // names already answered for, the question first: a CNAME back to any of them is a loop
     let mut visited: [&[u8]; MAX_CNAME_CHAIN + 1] = [&[]; MAX_CNAME_CHAIN + 1];
+    visited[0] = key;
     let mut chain = 0;
     let mut additional: Option<&RrSet> = None;
     let code = loop {
@@ -170,11 +172,11 @@ pub fn answer(
                 if let Some(cname) = node.cname().filter(|_| qtype != RecordType::CNAME) {
                     r.push(1, owner, cname.record(0));
                     let target: &[u8] = &cname.targets[0];
-                    if chain == MAX_CNAME_CHAIN || visited[..chain].contains(&target) {
+                    if chain == MAX_CNAME_CHAIN || visited[..=chain].contains(&target) {
                         break rcode::NOERROR; // loop or too long: answer what we have
                     }
-                    visited[chain] = target;
                     chain += 1;
+                    visited[chain] = target;
                     owner = Owner::Name(target);
                     lookup = snap.lookup(target, &mut scratch);
                     continue;

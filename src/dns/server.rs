@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use crate::dns::answer::{self, AnswerOptions, Outcome};
 use crate::dns::forward::{ForwardError, Forwarder};
 use crate::dns::wire::{self, rcode};
+use crate::names::{ZoneName, label_offsets, wire_key_str};
 use crate::store::Store;
 
 /// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds).
@@ -66,17 +67,30 @@ pub struct Handler {
     pub store: Store,
     pub forwarder: Forwarder,
     pub acl: Acl,
+    /// Keys of the zones named by `--zone`: until the first full read, their names get
+    /// SERVFAIL rather than being forwarded.
+    configured_zones: Vec<Box<[u8]>>,
     forwards: Semaphore,
 }
 
 impl Handler {
-    pub fn new(store: Store, forwarder: Forwarder, acl: Acl) -> Self {
+    pub fn new(store: Store, forwarder: Forwarder, acl: Acl, zones: &[ZoneName]) -> Self {
         Self {
             store,
             forwarder,
             acl,
+            configured_zones: zones.iter().map(|z| wire_key_str(z.as_str())).collect(),
             forwards: Semaphore::new(MAX_FORWARDS),
         }
+    }
+
+    fn awaits_first_sync(&self, q: &wire::Query<'_>) -> bool {
+        if self.configured_zones.is_empty() || self.store.is_ready() {
+            return false;
+        }
+        let mut buf = [0u8; 257];
+        let key = q.key(&mut buf);
+        label_offsets(key).any(|at| self.configured_zones.iter().any(|z| **z == key[at..]))
     }
 
     fn options(&self) -> AnswerOptions {
@@ -91,7 +105,7 @@ impl Handler {
         &self,
         packet: &[u8],
         client: IpAddr,
-        limit: usize,
+        tcp: bool,
         out: &mut Vec<u8>,
     ) -> Option<bool> {
         let q = match wire::parse_query(packet) {
@@ -107,9 +121,19 @@ impl Handler {
             answer::error_reply(packet, &q, rcode::REFUSED, out);
             return Some(true);
         }
+        let limit = if tcp {
+            u16::MAX as usize
+        } else {
+            q.udp_limit()
+        };
         let snap = self.store.load();
         match answer::answer(&snap, packet, &q, limit, self.options(), out) {
             Outcome::Reply => Some(true),
+            Outcome::Forward if self.awaits_first_sync(&q) => {
+                // a zone we were told to serve, not read yet: make the client retry
+                answer::error_reply(packet, &q, rcode::SERVFAIL, out);
+                Some(true)
+            }
             Outcome::Forward => Some(false),
         }
     }
@@ -192,11 +216,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>, cancel: Cancel
             () = cancel.cancelled() => break,
         };
         let packet = &buf[..n];
-        let limit = match wire::parse_query(packet) {
-            Ok(q) => q.udp_limit(),
-            Err(_) => wire::MIN_UDP,
-        };
-        match handler.answer_now(packet, client.ip(), limit, &mut out) {
+        match handler.answer_now(packet, client.ip(), false, &mut out) {
             Some(true) => {
                 if let Err(e) = socket.send_to(&out, client).await {
                     debug!(%client, error = %e, "UDP send failed");
@@ -272,7 +292,7 @@ async fn serve_tcp_conn(
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
-        let reply = match handler.answer_now(&packet, client.ip(), u16::MAX as usize, &mut out) {
+        let reply = match handler.answer_now(&packet, client.ip(), true, &mut out) {
             Some(true) => std::mem::take(&mut out),
             Some(false) => match handler.forward(&packet, true).await {
                 Some(reply) => reply,
