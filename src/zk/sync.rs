@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use zookeeper_client::{AddWatchMode, Client, EventType, MultiReadResult, SessionState};
 
-use crate::store::{Snapshot, Store};
+use crate::store::{Builder, Store};
 use crate::zk::layout::{Layout, NodePath};
 use crate::zk::tree::{NodeState, Tree};
 use crate::zk::{ZkConfig, close, connect};
@@ -53,6 +53,8 @@ pub struct Sync {
     layout: Layout,
     store: Store,
     tree: Tree,
+    /// Turns tree changes into snapshot changes without a rebuild.
+    builder: Builder,
 }
 
 impl Sync {
@@ -62,6 +64,7 @@ impl Sync {
             layout,
             store,
             tree,
+            builder: Builder::default(),
         }
     }
 
@@ -201,7 +204,8 @@ impl Sync {
         let started = Instant::now();
         let tree = full_read(client, &self.layout, &self.tree).await?;
         self.tree = tree;
-        let snapshot = Snapshot::build(&self.tree);
+        self.builder = Builder::new(&self.tree);
+        let snapshot = self.builder.snapshot();
         let names = snapshot.names;
         self.store.publish(snapshot);
         info!(
@@ -255,17 +259,21 @@ impl Sync {
         // requests are sent in call order and pipelined on the one connection
         let reads: Vec<_> = wanted.iter().map(|(_, p)| client.get_data(p)).collect();
         let results = join_all(reads).await;
-        let mut changed = false;
+        let mut changes = Vec::new();
         for ((_, path), result) in wanted.iter().zip(results) {
             let state = match result {
                 Ok((data, stat)) => Some(node_state(data, &stat)),
                 Err(zookeeper_client::Error::NoNode) => None,
                 Err(e) => return Err(ReadError(e)),
             };
-            changed |= self.tree.apply(&self.layout, path, state.as_ref());
+            changes.extend(self.tree.apply(&self.layout, path, state.as_ref()));
         }
-        if changed {
-            self.store.publish(Snapshot::build(&self.tree));
+        if !changes.is_empty() {
+            changes.dedup();
+            for change in &changes {
+                self.builder.apply(&self.tree, change);
+            }
+            self.store.publish(self.builder.snapshot());
         } else {
             self.store.set_connected(true);
         }

@@ -49,6 +49,17 @@ impl SetEntry {
     }
 }
 
+/// What an applied node changed, for updating the snapshot without rebuilding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Zones appeared or went: rebuild everything.
+    Zones,
+    /// A zone's settings changed.
+    Zone(ZoneName),
+    /// The merged records of one name changed, or the name appeared or went.
+    Set(ZoneName, RelName),
+}
+
 /// The decoded zones subtree.
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
@@ -137,8 +148,13 @@ impl Tree {
     }
 
     /// Applies the current state of the node at `path` (`None`: it does not exist). Returns
-    /// whether the served data changed.
-    pub fn apply(&mut self, layout: &Layout, path: &str, state: Option<&NodeState>) -> bool {
+    /// what changed in the served data, if anything.
+    pub fn apply(
+        &mut self,
+        layout: &Layout,
+        path: &str,
+        state: Option<&NodeState>,
+    ) -> Option<Change> {
         match layout.classify(path) {
             NodePath::Zone(z) => self.apply_zone(path, z, state),
             NodePath::Set(z, n) => self.apply_set(path, z, n, state),
@@ -147,11 +163,11 @@ impl Tree {
                 if state.is_none() && !self.zones.is_empty() {
                     self.zones.clear();
                     self.warned.clear();
-                    return true;
+                    return Some(Change::Zones);
                 }
-                false
+                None
             }
-            NodePath::Other => false,
+            NodePath::Other => None,
         }
     }
 
@@ -168,16 +184,14 @@ impl Tree {
         }
     }
 
-    fn apply_zone(&mut self, path: &str, zone: &str, state: Option<&NodeState>) -> bool {
-        let Some(z) = self.zone_name(path, zone, state) else {
-            return false;
-        };
+    fn apply_zone(&mut self, path: &str, zone: &str, state: Option<&NodeState>) -> Option<Change> {
+        let z = self.zone_name(path, zone, state)?;
         if !self.filter.as_ref().is_none_or(|f| f.contains(&z)) {
-            return false;
+            return None;
         }
         let Some(state) = state else {
             self.clear_reports_under(path);
-            return self.zones.remove(&z).is_some();
+            return self.zones.remove(&z).map(|_| Change::Zones);
         };
         let settings = match decode_zone(&state.data, &z) {
             Ok(s) => {
@@ -198,9 +212,10 @@ impl Tree {
             Some(entry) => {
                 entry.changed = entry.changed.max(changed);
                 if entry.settings == settings {
-                    return false;
+                    return None;
                 }
                 entry.settings = settings;
+                Some(Change::Zone(z))
             }
             None => {
                 self.zones.insert(
@@ -211,9 +226,9 @@ impl Tree {
                         changed,
                     },
                 );
+                Some(Change::Zones)
             }
         }
-        true
     }
 
     fn set_name(
@@ -239,10 +254,14 @@ impl Tree {
         }
     }
 
-    fn apply_set(&mut self, path: &str, zone: &str, name: &str, state: Option<&NodeState>) -> bool {
-        let Some((z, n)) = self.set_name(path, zone, name, state) else {
-            return false;
-        };
+    fn apply_set(
+        &mut self,
+        path: &str,
+        zone: &str,
+        name: &str,
+        state: Option<&NodeState>,
+    ) -> Option<Change> {
+        let (z, n) = self.set_name(path, zone, name, state)?;
         let decoded = state.map(|s| match decode_record_set(&s.data, &z) {
             Ok(d) => {
                 self.clear_report(path);
@@ -256,19 +275,17 @@ impl Tree {
         let Some(data) = decoded else {
             self.clear_reports_under(path);
             let entry = self.zones.get_mut(&z).expect("zone checked above");
-            let removed = entry.sets.remove(&n).is_some();
-            if removed {
-                entry.changed = entry.changed.max(now_secs());
-            }
-            return removed;
+            entry.sets.remove(&n)?;
+            entry.changed = entry.changed.max(now_secs());
+            return Some(Change::Set(z, n));
         };
         let entry = self.zones.get_mut(&z).expect("zone checked above");
         entry.changed = entry.changed.max(unix_secs(state.map_or(0, |s| s.mtime)));
         let is_new = !entry.sets.contains_key(&n);
-        let set = entry.sets.entry(n).or_default();
+        let set = entry.sets.entry(n.clone()).or_default();
         let changed = is_new || set.data != data;
         set.data = data;
-        changed
+        changed.then_some(Change::Set(z, n))
     }
 
     fn apply_member(
@@ -278,13 +295,11 @@ impl Tree {
         name: &str,
         member: &str,
         state: Option<&NodeState>,
-    ) -> bool {
-        let Some((z, n)) = self.set_name(path, zone, name, None) else {
-            return false;
-        };
+    ) -> Option<Change> {
+        let (z, n) = self.set_name(path, zone, name, None)?;
         if !self.zones[&z].sets.contains_key(&n) {
             // the record set is gone (or not read yet; its own event brings the members back)
-            return false;
+            return None;
         }
         let decoded = match state {
             None => None,
@@ -309,10 +324,11 @@ impl Tree {
             Some(d) => set.members.insert(member.to_string(), d.clone()) != Some(d),
             None => set.members.remove(member).is_some(),
         };
-        if changed {
-            entry.changed = entry.changed.max(stamp);
+        if !changed {
+            return None;
         }
-        changed
+        entry.changed = entry.changed.max(stamp);
+        Some(Change::Set(z, n))
     }
 }
 
@@ -336,29 +352,38 @@ mod tests {
     fn builds_zones_sets_and_members() {
         let l = layout();
         let mut t = Tree::new(None);
-        assert!(t.apply(&l, "/zkdns/zones/c.l", Some(&node(""))));
-        assert!(t.apply(
-            &l,
-            "/zkdns/zones/c.l/web",
-            Some(&node(r#"{"A":["10.0.0.1"]}"#))
-        ));
-        assert!(t.apply(
-            &l,
-            "/zkdns/zones/c.l/web/m1",
-            Some(&node(r#"{"A":["10.0.0.2"]}"#))
-        ));
+        assert!(t.apply(&l, "/zkdns/zones/c.l", Some(&node(""))).is_some());
+        assert!(
+            t.apply(
+                &l,
+                "/zkdns/zones/c.l/web",
+                Some(&node(r#"{"A":["10.0.0.1"]}"#))
+            )
+            .is_some()
+        );
+        assert!(
+            t.apply(
+                &l,
+                "/zkdns/zones/c.l/web/m1",
+                Some(&node(r#"{"A":["10.0.0.2"]}"#))
+            )
+            .is_some()
+        );
         let z = &t.zones()[&ZoneName::parse("c.l").unwrap()];
         let set = &z.sets[&RelName::from_znode("web", &ZoneName::parse("c.l").unwrap()).unwrap()];
         assert_eq!(set.merged().a.len(), 2);
         // the same state again changes nothing
-        assert!(!t.apply(
-            &l,
-            "/zkdns/zones/c.l/web/m1",
-            Some(&node(r#"{"A":["10.0.0.2"]}"#))
-        ));
-        assert!(t.apply(&l, "/zkdns/zones/c.l/web/m1", None));
-        assert!(t.apply(&l, "/zkdns/zones/c.l/web", None));
-        assert!(t.apply(&l, "/zkdns/zones/c.l", None));
+        assert!(
+            t.apply(
+                &l,
+                "/zkdns/zones/c.l/web/m1",
+                Some(&node(r#"{"A":["10.0.0.2"]}"#))
+            )
+            .is_none()
+        );
+        assert!(t.apply(&l, "/zkdns/zones/c.l/web/m1", None).is_some());
+        assert!(t.apply(&l, "/zkdns/zones/c.l/web", None).is_some());
+        assert!(t.apply(&l, "/zkdns/zones/c.l", None).is_some());
         assert!(t.zones().is_empty());
     }
 
@@ -392,15 +417,18 @@ mod tests {
         let l = layout();
         let only = ZoneName::parse("a.l").unwrap();
         let mut t = Tree::new(Some([only].into()));
-        assert!(!t.apply(&l, "/zkdns/zones/b.l", Some(&node(""))));
+        assert!(t.apply(&l, "/zkdns/zones/b.l", Some(&node(""))).is_none());
         assert!(!t.wants_zone("b.l"));
-        assert!(t.apply(&l, "/zkdns/zones/a.l", Some(&node(""))));
+        assert!(t.apply(&l, "/zkdns/zones/a.l", Some(&node(""))).is_some());
         // a member whose set is unknown is ignored until the set is read
-        assert!(!t.apply(
-            &l,
-            "/zkdns/zones/a.l/web/m1",
-            Some(&node(r#"{"A":["10.0.0.2"]}"#))
-        ));
+        assert!(
+            t.apply(
+                &l,
+                "/zkdns/zones/a.l/web/m1",
+                Some(&node(r#"{"A":["10.0.0.2"]}"#))
+            )
+            .is_none()
+        );
         assert!(!t.has_set("a.l", "web"));
     }
 }

@@ -5,20 +5,23 @@
 //! serve-stale read.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, Guard};
 use foldhash::fast::RandomState;
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{CNAME, NS};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::names::{ZoneName, label_offsets, wire_key, wire_key_str};
-use crate::records::RecordData;
-use crate::zk::tree::{Tree, ZoneEntry};
+use crate::names::{ZoneName, label_offsets, wire_key};
+
+mod build;
+mod shards;
+
+pub use build::Builder;
+use shards::ShardedMap;
 
 type Map<V> = HashMap<Box<[u8]>, V, RandomState>;
 
@@ -35,7 +38,7 @@ pub struct RrSet {
 }
 
 impl RrSet {
-    fn new(rtype: RecordType, records: &[RData], ttl: u32) -> Self {
+    pub(crate) fn new(rtype: RecordType, records: &[RData], ttl: u32) -> Self {
         let mut blob = Vec::new();
         let mut ends = Vec::with_capacity(records.len());
         let mut targets = Vec::new();
@@ -106,6 +109,9 @@ pub struct ZoneSnap {
     pub soa: RrSet,
     /// The SOA for the authority section of negative answers: TTL min(SOA TTL, MINIMUM).
     pub soa_negative: RrSet,
+    pub serial: u32,
+    /// Default TTL of the zone's records.
+    pub ttl: u32,
 }
 
 /// Result of looking a name up.
@@ -123,212 +129,25 @@ pub enum Lookup<'a> {
     NxDomain { zone: &'a ZoneSnap },
 }
 
-/// An immutable view of every served zone.
-#[derive(Debug, Default)]
+/// An immutable view of every served zone. Cloning it is cheap (shards are shared), which is
+/// how [`Builder`] publishes a new version after a small change.
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    zones: Vec<ZoneSnap>,
-    zone_index: Map<u16>,
-    nodes: Map<Node>,
+    zones: Arc<Vec<ZoneSnap>>,
+    zone_index: Arc<Map<u16>>,
+    nodes: ShardedMap<Node>,
     /// PTR records synthesised from the zones' addresses, by reverse name.
-    reverse: Map<RrSet>,
+    reverse: ShardedMap<RrSet>,
     /// Names with records (record sets, not empty non-terminals).
     pub names: usize,
     /// Records across every RRset, SOA and NS included.
     pub records: usize,
 }
 
-fn unix_now() -> u32 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
-}
-
-/// The RRsets of one merged record set. A CNAME excludes every other type (RFC 1034 §3.6.2).
-fn rrsets_of(data: &RecordData, ttl: u32) -> Vec<RrSet> {
-    let mut out = Vec::new();
-    if let Some(target) = &data.cname {
-        out.push(RrSet::new(
-            RecordType::CNAME,
-            &[RData::CNAME(CNAME(target.clone()))],
-            ttl,
-        ));
-        return out;
-    }
-    let mut add = |rtype, rdatas: Vec<RData>| {
-        if !rdatas.is_empty() {
-            let mut rdatas = rdatas;
-            // members may repeat an address; one record per distinct value
-            let mut seen = Vec::with_capacity(rdatas.len());
-            rdatas.retain(|r| {
-                if seen.contains(r) {
-                    false
-                } else {
-                    seen.push(r.clone());
-                    true
-                }
-            });
-            out.push(RrSet::new(rtype, &rdatas, ttl));
-        }
-    };
-    add(
-        RecordType::A,
-        data.a.iter().map(|a| RData::A(A(*a))).collect(),
-    );
-    add(
-        RecordType::AAAA,
-        data.aaaa.iter().map(|a| RData::AAAA(AAAA(*a))).collect(),
-    );
-    add(
-        RecordType::TXT,
-        data.txt
-            .iter()
-            .map(|t| RData::TXT(TXT::from_bytes(t.iter().map(|s| &**s).collect())))
-            .collect(),
-    );
-    add(
-        RecordType::SRV,
-        data.srv
-            .iter()
-            .map(|(p, w, port, t)| RData::SRV(SRV::new(*p, *w, *port, t.clone())))
-            .collect(),
-    );
-    add(
-        RecordType::MX,
-        data.mx
-            .iter()
-            .map(|(p, e)| RData::MX(MX::new(*p, e.clone())))
-            .collect(),
-    );
-    add(
-        RecordType::PTR,
-        data.ptr
-            .iter()
-            .map(|p| RData::PTR(PTR(p.clone())))
-            .collect(),
-    );
-    out
-}
-
-fn reverse_name(ip: IpAddr) -> Name {
-    Name::from(ip)
-}
-
 impl Snapshot {
-    /// Builds the snapshot of everything in `tree`.
-    pub fn build(tree: &Tree) -> Snapshot {
-        let mut snap = Snapshot::default();
-        // shallow zones first, so that a nested zone's nodes replace its parent's at a cut
-        let mut zones: Vec<(&ZoneName, &ZoneEntry)> = tree.zones().iter().collect();
-        zones.sort_by_key(|(z, _)| (z.as_str().matches('.').count(), z.as_str().to_string()));
-        let mut ptrs: Map<Vec<RData>> = Map::default();
-        for (zone, entry) in zones {
-            snap.add_zone(zone, entry, &mut ptrs);
-        }
-        for (key, rdatas) in ptrs {
-            let set = RrSet::new(RecordType::PTR, &rdatas, 0);
-            snap.reverse.insert(key, set);
-        }
-        snap
-    }
-
-    fn add_zone(&mut self, zone: &ZoneName, entry: &ZoneEntry, ptrs: &mut Map<Vec<RData>>) {
-        let s = &entry.settings;
-        let idx = self.zones.len() as u16;
-        let apex = wire_key_str(zone.as_str());
-        let serial = s.serial.unwrap_or(if entry.changed == 0 {
-            unix_now()
-        } else {
-            entry.changed
-        });
-        let soa = RData::SOA(SOA::new(
-            s.mname.clone(),
-            s.rname.clone(),
-            serial,
-            s.refresh as i32,
-            s.retry as i32,
-            s.expire as i32,
-            s.minimum,
-        ));
-        let zone_snap = ZoneSnap {
-            name: zone.clone(),
-            apex: apex.clone(),
-            soa: RrSet::new(RecordType::SOA, std::slice::from_ref(&soa), s.ttl),
-            soa_negative: RrSet::new(RecordType::SOA, &[soa], s.ttl.min(s.minimum)),
-        };
-        let ns: Vec<RData> = s.ns.iter().map(|n| RData::NS(NS(n.clone()))).collect();
-        let mut apex_sets = vec![
-            zone_snap.soa.clone(),
-            RrSet::new(RecordType::NS, &ns, s.ttl),
-        ];
-        self.records += 1 + ns.len();
-        self.zones.push(zone_snap);
-        self.zone_index.insert(apex.clone(), idx);
-
-        let mut apex_done = false;
-        for (name, set) in &entry.sets {
-            let data = set.merged();
-            let ttl = data.ttl.unwrap_or(s.ttl);
-            let mut rrsets = rrsets_of(&data, ttl);
-            self.records += rrsets.iter().map(RrSet::len).sum::<usize>();
-            if !data.is_empty() {
-                self.names += 1;
-            }
-            let fqdn = name.fqdn(zone);
-            if !name.as_str().starts_with('*') {
-                let owner = Name::from_ascii(format!("{fqdn}.")).expect("validated name");
-                for ip in data
-                    .a
-                    .iter()
-                    .map(|a| IpAddr::V4(*a))
-                    .chain(data.aaaa.iter().map(|a| IpAddr::V6(*a)))
-                {
-                    let list = ptrs.entry(wire_key(&reverse_name(ip))).or_default();
-                    let rdata = RData::PTR(PTR(owner.clone()));
-                    if !list.contains(&rdata) {
-                        list.push(rdata);
-                    }
-                }
-            }
-            let key = wire_key_str(&fqdn);
-            if name.is_apex() {
-                // SOA and NS stay; apex data joins them (a CNAME cannot live at the apex)
-                rrsets.retain(|r| r.rtype != RecordType::CNAME);
-                apex_sets.extend(rrsets);
-                apex_done = true;
-                continue;
-            }
-            self.insert_node(key.clone(), idx, rrsets.into());
-            self.add_empty_non_terminals(&key, &apex, idx);
-        }
-        let _ = apex_done;
-        self.insert_node(apex, idx, apex_sets.into());
-    }
-
-    fn insert_node(&mut self, key: Box<[u8]>, zone: u16, rrsets: Box<[RrSet]>) {
-        self.nodes.insert(key, Node { zone, rrsets });
-    }
-
-    /// Every name between `key` and the apex exists (RFC 8020): add those not yet present.
-    fn add_empty_non_terminals(&mut self, key: &[u8], apex: &[u8], zone: u16) {
-        for at in label_offsets(key).skip(1) {
-            let suffix = &key[at..];
-            if suffix.len() <= apex.len() {
-                break;
-            }
-            match self.nodes.get(suffix) {
-                Some(n) if n.zone == zone => break, // its ancestors were added with it
-                Some(_) | None => {
-                    self.nodes.insert(
-                        suffix.into(),
-                        Node {
-                            zone,
-                            rrsets: Box::new([]),
-                        },
-                    );
-                }
-            }
-        }
+    /// Builds the snapshot of everything in `tree` at once.
+    pub fn build(tree: &crate::zk::tree::Tree) -> Snapshot {
+        Builder::new(tree).snapshot()
     }
 
     pub fn zones(&self) -> &[ZoneSnap] {
@@ -483,8 +302,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::wire_key_str;
     use crate::zk::Layout;
-    use crate::zk::tree::NodeState;
+    use crate::zk::tree::{NodeState, Tree};
+    use hickory_proto::rr::rdata::A;
 
     fn tree(nodes: &[(&str, &str)]) -> Tree {
         let l = Layout::new("/z").unwrap();
@@ -550,7 +371,7 @@ mod tests {
         assert!(
             matches!(apex, Lookup::Found { node, .. } if node.get(RecordType::SOA).is_some() && node.get(RecordType::NS).is_some())
         );
-        let rev = wire_key(&reverse_name("10.0.0.3".parse().unwrap()));
+        let rev = wire_key(&Name::from("10.0.0.3".parse::<std::net::IpAddr>().unwrap()));
         assert_eq!(s.reverse(&rev).unwrap().len(), 1);
     }
 
