@@ -14,16 +14,22 @@
 //!   everything else to the upstream resolvers.
 //! - [`serve`] wires these together for `zkdns serve`; [`shutdown`] turns signals into a
 //!   cancellation token.
+//! - The zone tooling writes what the stub serves: [`zonefile`] reads and writes RFC 1035 zone
+//!   files (pure); [`import`] diffs a zone's files against ZooKeeper and writes the difference
+//!   in batched multi-transactions; [`admin`] holds `ls`, `set`, `rm` and `export`.
 
+pub mod admin;
 pub mod cli;
 pub mod dns;
 pub mod error;
+pub mod import;
 pub mod names;
 pub mod records;
 pub mod serve;
 pub mod shutdown;
 pub mod store;
 pub mod zk;
+pub mod zonefile;
 
 use cli::{Cli, Command};
 use error::{Failure, ResultExt};
@@ -33,5 +39,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let cancel = shutdown::on_signal().or_runtime()?;
     match cli.command {
         Command::Serve(args) => serve::run(&cli.global, args, cancel).await,
+        Command::Import(args) => import::run(&cli.global, args).await,
+        Command::Export(args) => admin::export(&cli.global, args).await,
+        Command::Ls(args) => admin::ls(&cli.global, args).await,
+        Command::Set(args) => admin::set(&cli.global, args).await,
+        Command::Rm(args) => admin::rm(&cli.global, args).await,
     }
 }

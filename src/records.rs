@@ -25,7 +25,7 @@ pub enum DataError {
     TooLarge(usize),
     #[error("not valid JSON for this node: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("{field}: {source}")]
+    #[error("{field}")]
     Name {
         field: &'static str,
         #[source]

@@ -75,11 +75,12 @@ pub async fn run(
         connect: global.zk.clone(),
         session_timeout: global.zk_session_timeout,
     };
-    let sockets = server::bind(&args.listen).await.or_runtime()?;
-    let bound: Vec<SocketAddr> = sockets
-        .iter()
-        .filter_map(|(u, _)| u.local_addr().ok())
-        .collect();
+    let workers = args.udp_workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let sockets = server::bind(&args.listen, workers).await.or_runtime()?;
+    let bound: Vec<SocketAddr> = sockets.iter().map(|l| l.udp.local).collect();
     let upstreams = pick_upstreams(&args, &bound)?;
     info!(?upstreams, "forwarding names outside the zones");
     let filter: Option<BTreeSet<_>> =

@@ -8,7 +8,7 @@ use std::cell::Cell;
 
 use hickory_proto::rr::RecordType;
 
-use crate::dns::wire::{HEADER_LEN, Owner, Query, Reject, Response, rcode};
+use crate::dns::wire::{HEADER_LEN, OPCODE_QUERY, Owner, Query, Reject, Response, rcode};
 use crate::names::label_offsets;
 use crate::store::{Lookup, RrSet, Snapshot, ZoneSnap};
 
@@ -110,6 +110,10 @@ pub fn answer(
     opts: AnswerOptions,
     out: &mut Vec<u8>,
 ) -> Outcome {
+    if q.opcode != OPCODE_QUERY {
+        error_reply(packet, q, rcode::NOTIMP, out); // RFC 8906 §3.1.3
+        return Outcome::Reply;
+    }
     if let Some(e) = q.edns.filter(|e| e.version > 0) {
         // RFC 6891 §6.1.3: BADVERS, with our version (0) in the OPT record
         let mut r = Response::start(out, packet, q);

@@ -4,12 +4,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::dns::answer::{self, AnswerOptions, Outcome};
 use crate::dns::forward::{ForwardError, Forwarder};
+use crate::dns::udp::UdpGroup;
 use crate::dns::wire::{self, rcode};
 use crate::names::{ZoneName, label_offsets, wire_key_str};
 use crate::store::Store;
@@ -30,13 +32,13 @@ const MAX_FORWARDS: usize = 4096;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
-    #[error("failed to bind to UDP socket address {addr}: {source}")]
+    #[error("failed to bind to UDP socket address {addr}")]
     BindUdp {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to bind to TCP socket address {addr}: {source}")]
+    #[error("failed to bind to TCP socket address {addr}")]
     BindTcp {
         addr: SocketAddr,
         #[source]
@@ -101,7 +103,7 @@ impl Handler {
 
     /// Answers what can be answered without waiting. Returns `Some(true)` when `out` holds
     /// the reply, `Some(false)` to forward, `None` to stay silent.
-    fn answer_now(
+    pub(crate) fn answer_now(
         &self,
         packet: &[u8],
         client: IpAddr,
@@ -139,7 +141,7 @@ impl Handler {
     }
 
     /// Forwards `packet` and returns the client's reply (relayed, or SERVFAIL/REFUSED).
-    async fn forward(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    pub(crate) async fn forward(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
         let q = wire::parse_query(packet).ok()?;
         let _permit = self.forwards.try_acquire().ok()?;
         let mut out = Vec::new();
@@ -156,86 +158,72 @@ impl Handler {
     }
 }
 
-/// Binds every listener; fails if any address cannot be bound.
-pub async fn bind(listen: &[SocketAddr]) -> Result<Vec<(UdpSocket, TcpListener)>, ServerError> {
+/// The sockets of one `--listen` address.
+pub struct Listener {
+    pub udp: UdpGroup,
+    pub tcp: TcpListener,
+}
+
+/// Binds every listener (UDP with `udp_workers` sockets each); fails if any address cannot be
+/// bound.
+pub async fn bind(listen: &[SocketAddr], udp_workers: usize) -> Result<Vec<Listener>, ServerError> {
     let mut out = Vec::new();
     for &addr in listen {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| ServerError::BindUdp { addr, source })?;
-        // port 0: take the same port for TCP as the kernel gave UDP
-        let tcp_addr = udp
-            .local_addr()
-            .map_err(|source| ServerError::BindUdp { addr, source })?;
-        let tcp = TcpListener::bind(tcp_addr)
-            .await
-            .map_err(|source| ServerError::BindTcp {
-                addr: tcp_addr,
-                source,
-            })?;
-        out.push((udp, tcp));
+        // port 0: the port the kernel gives UDP may be taken for TCP; then ask again
+        let attempts = if addr.port() == 0 { 50 } else { 1 };
+        let mut attempt = 0;
+        let listener = loop {
+            attempt += 1;
+            let udp = UdpGroup::bind(addr, udp_workers)
+                .map_err(|source| ServerError::BindUdp { addr, source })?;
+            let tcp_addr = udp.local;
+            match TcpListener::bind(tcp_addr).await {
+                Ok(tcp) => break Listener { udp, tcp },
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {}
+                Err(source) => {
+                    return Err(ServerError::BindTcp {
+                        addr: tcp_addr,
+                        source,
+                    });
+                }
+            }
+        };
+        out.push(listener);
     }
     Ok(out)
 }
 
 /// Serves on the bound sockets until `cancel` fires.
-pub async fn serve(
-    sockets: Vec<(UdpSocket, TcpListener)>,
-    handler: Arc<Handler>,
-    cancel: CancellationToken,
-) {
+pub async fn serve(listeners: Vec<Listener>, handler: Arc<Handler>, cancel: CancellationToken) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Handle::current();
+    let mut threads = Vec::new();
     let mut tasks = JoinSet::new();
-    for (udp, tcp) in sockets {
-        if let Ok(addr) = udp.local_addr() {
-            info!("listening for UDP on {addr}");
-        }
+    let mut groups = Vec::new();
+    for Listener { udp, tcp } in listeners {
+        info!("listening for UDP on {}", udp.local);
         if let Ok(addr) = tcp.local_addr() {
             info!("listening for TCP on {addr}");
         }
-        tasks.spawn(serve_udp(Arc::new(udp), handler.clone(), cancel.clone()));
+        match udp.spawn(handler.clone(), runtime.clone(), stop.clone()) {
+            Ok(t) => threads.extend(t),
+            Err(e) => warn!(error = %e, "cannot start UDP workers"),
+        }
+        groups.push(udp);
         tasks.spawn(serve_tcp(tcp, handler.clone(), cancel.clone()));
     }
-    while tasks.join_next().await.is_some() {}
-}
-
-async fn serve_udp(socket: Arc<UdpSocket>, handler: Arc<Handler>, cancel: CancellationToken) {
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
-    let mut forwards = JoinSet::new();
-    loop {
-        let (n, client) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP errors from earlier sends surface here on some systems; keep going
-                    debug!(error = %e, "UDP receive error");
-                    continue;
-                }
-            },
-            Some(_) = forwards.join_next(), if !forwards.is_empty() => continue,
-            () = cancel.cancelled() => break,
-        };
-        let packet = &buf[..n];
-        match handler.answer_now(packet, client.ip(), false, &mut out) {
-            Some(true) => {
-                if let Err(e) = socket.send_to(&out, client).await {
-                    debug!(%client, error = %e, "UDP send failed");
-                }
-            }
-            Some(false) => {
-                let packet = packet.to_vec();
-                let handler = handler.clone();
-                let socket = socket.clone();
-                forwards.spawn(async move {
-                    if let Some(reply) = handler.forward(&packet, false).await {
-                        let _ = socket.send_to(&reply, client).await;
-                    }
-                });
-            }
-            None => {}
-        }
+    cancel.cancelled().await;
+    stop.store(true, Ordering::Relaxed);
+    for group in &groups {
+        group.wake();
     }
-    forwards.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, cancel: CancellationToken) {

@@ -74,7 +74,8 @@ pub enum Reject {
     Drop,
     /// Malformed: answer FORMERR with this header.
     FormErr { id: u16, opcode: u8, rd: bool },
-    /// An opcode we do not implement: answer NOTIMP (RFC 8906 §3.1.3).
+    /// An opcode we do not implement, in a message that does not parse as a query either:
+    /// answer a bare NOTIMP (RFC 8906 §3.1.3).
     NotImp { id: u16, opcode: u8, rd: bool },
 }
 
@@ -150,10 +151,12 @@ pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
     let opcode = ((flags >> 11) & 0xF) as u8;
     let rd = flags & 0x0100 != 0;
     let cd = flags & 0x0010 != 0;
-    let formerr = Reject::FormErr { id, opcode, rd };
-    if opcode != OPCODE_QUERY {
-        return Err(Reject::NotImp { id, opcode, rd });
-    }
+    // an opcode we do not implement still gets its question and OPT echoed when they parse
+    let formerr = if opcode == OPCODE_QUERY {
+        Reject::FormErr { id, opcode, rd }
+    } else {
+        Reject::NotImp { id, opcode, rd }
+    };
     let qd = u16::from_be_bytes([p[4], p[5]]);
     let an = u16::from_be_bytes([p[6], p[7]]);
     let ns = u16::from_be_bytes([p[8], p[9]]);
@@ -393,7 +396,9 @@ mod tests {
         p[2] |= 0x80;
         assert_eq!(parse_query(&p), Err(Reject::Drop));
         let mut p = query("a.b.", false);
-        p[2] |= 0x28; // opcode 5
+        p[2] |= 0x28; // opcode 5: parsed, for a NOTIMP that echoes the question
+        assert_eq!(parse_query(&p).unwrap().opcode, 5);
+        p[5] = 0; // and without a question: a bare NOTIMP
         assert!(matches!(
             parse_query(&p),
             Err(Reject::NotImp { opcode: 5, .. })

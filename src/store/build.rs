@@ -521,4 +521,63 @@ mod tests {
             );
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Any sequence of node changes, applied one by one, gives the same map as a build
+        /// from the final tree.
+        #[test]
+        fn any_change_sequence_equals_a_full_build(
+            ops in proptest::collection::vec((0usize..3, 0usize..8, 0usize..3, 0usize..7), 1..40)
+        ) {
+            let zones = ["a.t", "s.a.t", "b.t"];
+            let sets = ["web", "x.y", "y", "*", "*.y", "@", "m.s", "deep.x.y"];
+            let members = [None, Some("m1"), Some("m2")];
+            let data = [
+                None,
+                Some(""),
+                Some(r#"{"A":["10.0.0.1"]}"#),
+                Some(r#"{"A":["10.0.0.2"],"AAAA":["fd00::2"]}"#),
+                Some(r#"{"CNAME":"web"}"#),
+                Some(r#"{"TXT":["t"],"ttl":9}"#),
+                Some("{bad"),
+            ];
+            let names: Vec<String> = zones
+                .iter()
+                .flat_map(|z| {
+                    sets.iter()
+                        .map(move |n| if *n == "@" { z.to_string() } else { format!("{n}.{z}").replace('*', "w") })
+                        .chain([format!("other.{z}"), z.to_string()])
+                })
+                .collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut tree = Tree::new(None);
+            let mut builder = Builder::new(&tree);
+            for (z, n, m, d) in ops {
+                let path = match (n, members[m]) {
+                    (7, _) if d == 0 => zones[z].to_string(), // delete/re-create whole zones sometimes
+                    (_, None) => format!("{}/{}", zones[z], sets[n]),
+                    (_, Some(member)) => format!("{}/{}/{member}", zones[z], sets[n]),
+                };
+                let value = if path == zones[z] { None } else { data[d] };
+                if !path.contains('/') {
+                    put(&mut tree, &path, None);
+                    builder = Builder::new(&tree);
+                    put(&mut tree, &path, Some(""));
+                    builder.apply(&tree, &Change::Zones);
+                    continue;
+                }
+                if !tree.has_zone(zones[z]) {
+                    if let Some(change) = put(&mut tree, zones[z], Some("")) {
+                        builder.apply(&tree, &change);
+                    }
+                }
+                if let Some(change) = put(&mut tree, &path, value) {
+                    builder.apply(&tree, &change);
+                }
+                let full = Builder::new(&tree).snapshot();
+                proptest::prop_assert_eq!(observe(&builder.snapshot(), &names), observe(&full, &names), "after {} = {:?}", path, value);
+            }
+        }
+    }
 }

@@ -22,13 +22,13 @@ pub struct ZkConfig {
 
 #[derive(Debug, Error)]
 pub enum ZkError {
-    #[error("cannot reach ZooKeeper at {connect}: {source}")]
+    #[error("cannot reach ZooKeeper at {connect}")]
     Connect {
         connect: String,
         #[source]
         source: zookeeper_client::Error,
     },
-    #[error("ZooKeeper request on {path} failed: {source}")]
+    #[error("ZooKeeper request on {path} failed")]
     Request {
         path: String,
         #[source]

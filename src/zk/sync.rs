@@ -10,7 +10,9 @@ use futures_util::FutureExt;
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use zookeeper_client::{AddWatchMode, Client, EventType, MultiReadResult, SessionState};
+use zookeeper_client::{
+    AddWatchMode, Client, EventType, MultiReadResult, PersistentWatcher, SessionState,
+};
 
 use crate::store::{Builder, Store};
 use crate::zk::layout::{Layout, NodePath};
@@ -116,32 +118,39 @@ impl Sync {
     /// Follows one session: watch, full read, then events until the session ends.
     async fn session(&mut self, client: &Client, cancel: &CancellationToken) -> End {
         let zones = self.layout.zones();
-        let mut watcher = loop {
-            match client
-                .watch(&zones, AddWatchMode::PersistentRecursive)
-                .await
-            {
-                Ok(w) => break w,
-                Err(zookeeper_client::Error::SessionExpired) => {
-                    return End::Terminal(SessionState::Expired);
-                }
-                Err(e) => {
-                    debug!(error = %e, "cannot set the watch yet");
-                    if is_terminal(client) {
-                        return End::Terminal(client.state());
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(BACKOFF_MIN) => {}
-                        () = cancel.cancelled() => return End::Cancelled,
-                    }
-                }
-            }
-        };
-        // the watch is in place: everything from here on shows up as an event
+        let mut watcher: Option<PersistentWatcher> = None;
+        // The watch is (re-)added on every (re)connect, before the full read. zookeeper-client
+        // 0.11.2 does not restore persistent watches after a reconnect (`resend_watches` in
+        // src/session/watch.rs computes `index.max(index)`, so the SetWatches2 it sends leaves
+        // the persistent list out), and the server forgets a connection's watches with it.
+        let mut need_watch = true;
         let mut need_resync = true;
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
-            if need_resync && retry_at.is_none() {
+            if need_watch && retry_at.is_none() {
+                match client
+                    .watch(&zones, AddWatchMode::PersistentRecursive)
+                    .await
+                {
+                    Ok(w) => {
+                        // the old watcher goes only now: with a new one on the same path, the
+                        // client does not ask the server to remove the watch
+                        watcher = Some(w);
+                        need_watch = false;
+                    }
+                    Err(zookeeper_client::Error::SessionExpired) => {
+                        return End::Terminal(SessionState::Expired);
+                    }
+                    Err(e) => {
+                        if is_terminal(client) {
+                            return End::Terminal(client.state());
+                        }
+                        debug!(error = %e, "cannot set the watch yet");
+                        retry_at = Some(tokio::time::Instant::now() + BACKOFF_MIN);
+                    }
+                }
+            }
+            if !need_watch && need_resync && retry_at.is_none() {
                 match self.resync(client).await {
                     Ok(()) => need_resync = false,
                     Err(e) => {
@@ -153,8 +162,16 @@ impl Sync {
                     }
                 }
             }
+            let Some(w) = watcher.as_mut() else {
+                // no watch yet: nothing to listen to but the retry timer
+                tokio::select! {
+                    () = sleep_until(retry_at) => retry_at = None,
+                    () = cancel.cancelled() => return End::Cancelled,
+                }
+                continue;
+            };
             let first = tokio::select! {
-                ev = watcher.changed() => ev,
+                ev = w.changed() => ev,
                 () = sleep_until(retry_at) => {
                     retry_at = None;
                     continue;
@@ -172,6 +189,7 @@ impl Sync {
                         }
                         SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                             info!("ZooKeeper connection back; re-reading the zones");
+                            need_watch = true;
                             need_resync = true;
                             retry_at = None;
                         }
@@ -182,9 +200,9 @@ impl Sync {
                     paths.insert(ev.path);
                 }
                 // take whatever else is already queued, without waiting
-                event = watcher.changed().now_or_never();
+                event = w.changed().now_or_never();
             }
-            if need_resync {
+            if need_watch || need_resync {
                 continue; // the full read covers these paths
             }
             if !paths.is_empty() {

@@ -1,0 +1,15 @@
+//! The integration tests: the real `zkdns` binary against a real ZooKeeper, queried with real
+//! DNS clients and compared with Knot DNS. Fixtures are in `support/`.
+
+mod support;
+
+mod serve_bad_data;
+mod serve_clients;
+mod serve_forward;
+mod serve_garbage;
+mod serve_knot;
+mod serve_listen;
+mod serve_records;
+mod serve_watch;
+mod serve_zookeeper;
+mod tooling;
