@@ -11,7 +11,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // the daemon logs its state changes; one-shot commands only what goes wrong
     let default = match cli.command {
-        Command::Serve(_) => "info",
+        Command::Serve(_) => "info,zookeeper_client=warn",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

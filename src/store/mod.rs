@@ -5,6 +5,7 @@
 //! serve-stale read.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -15,7 +16,7 @@ use hickory_proto::rr::rdata::{CNAME, NS};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::names::{ZoneName, label_offsets, wire_key};
+use crate::names::{ZoneName, label_offsets, wire_key, wire_to_string};
 
 mod build;
 mod shards;
@@ -210,6 +211,39 @@ impl Snapshot {
         Lookup::NxDomain { zone }
     }
 
+    /// Every name with A or AAAA records and its addresses, sorted by name (wildcards left
+    /// out: they are not names a hosts file can hold). For the hosts-file writer.
+    pub fn addresses(&self) -> Vec<(String, Vec<IpAddr>)> {
+        let mut out: Vec<(String, Vec<IpAddr>)> = self
+            .nodes
+            .iter()
+            .filter(|(key, _)| key.first() != Some(&1) || key.get(1) != Some(&b'*'))
+            .filter_map(|(key, node)| {
+                let mut addrs = Vec::new();
+                for set in node.rrsets.iter() {
+                    for i in 0..set.len() {
+                        let rdata = &set.record(i)[10..];
+                        match set.rtype {
+                            RecordType::A => {
+                                let b: [u8; 4] = rdata.try_into().ok()?;
+                                addrs.push(IpAddr::from(b));
+                            }
+                            RecordType::AAAA => {
+                                let b: [u8; 16] = rdata.try_into().ok()?;
+                                addrs.push(IpAddr::from(b));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                let name = wire_to_string(key);
+                (!addrs.is_empty()).then(|| (name.trim_end_matches('.').to_string(), addrs))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Synthesised PTR records for a reverse name.
     pub fn reverse(&self, key: &[u8]) -> Option<&RrSet> {
         self.reverse.get(key)
@@ -231,6 +265,8 @@ struct StoreInner {
     connected: AtomicBool,
     /// Unix milliseconds of the last full sync or applied change while connected.
     last_sync_ms: AtomicU64,
+    /// Bumped on every publish, for consumers that act on changes (the hosts-file writer).
+    published: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Store {
@@ -254,6 +290,7 @@ impl Store {
                 ready: AtomicBool::new(false),
                 connected: AtomicBool::new(false),
                 last_sync_ms: AtomicU64::new(0),
+                published: tokio::sync::watch::Sender::new(0),
             }),
         }
     }
@@ -269,6 +306,12 @@ impl Store {
         self.inner.ready.store(true, Ordering::Release);
         self.inner.connected.store(true, Ordering::Release);
         self.inner.last_sync_ms.store(unix_ms(), Ordering::Release);
+        self.inner.published.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees every publish (coalesced: it holds only the latest generation).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.published.subscribe()
     }
 
     /// Records that the session is (dis)connected. The map is kept either way.
@@ -371,6 +414,10 @@ mod tests {
         assert!(
             matches!(apex, Lookup::Found { node, .. } if node.get(RecordType::SOA).is_some() && node.get(RecordType::NS).is_some())
         );
+        let hosts = s.addresses();
+        assert_eq!(hosts.len(), 2, "{hosts:?}"); // web and api.prod; not the wildcard
+        assert_eq!(hosts[1].0, "web.c.l");
+        assert_eq!(hosts[1].1.len(), 2);
         let rev = wire_key(&Name::from("10.0.0.3".parse::<std::net::IpAddr>().unwrap()));
         assert_eq!(s.reverse(&rev).unwrap().len(), 1);
     }

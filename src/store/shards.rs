@@ -61,7 +61,6 @@ impl<V> ShardedMap<V> {
         self.shards.iter().map(|s| s.len()).sum()
     }
 
-    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
         self.shards
             .iter()
