@@ -23,6 +23,7 @@ pub mod cli;
 pub mod dns;
 pub mod error;
 pub mod import;
+pub mod metrics;
 pub mod names;
 pub mod records;
 pub mod serve;

@@ -13,6 +13,7 @@ use crate::cli::{GlobalArgs, ServeArgs};
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{self, Acl, Handler};
 use crate::error::{Failure, ResultExt};
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::zk::sync::Sync;
 use crate::zk::tree::Tree;
@@ -86,13 +87,15 @@ pub async fn run(
     let filter: Option<BTreeSet<_>> =
         (!args.zones.is_empty()).then(|| args.zones.iter().cloned().collect());
     let store = Store::new();
+    let metrics = Arc::new(Metrics::new(workers * args.listen.len()));
     let handler = Arc::new(Handler::new(
         store.clone(),
+        metrics.clone(),
         Forwarder::new(upstreams, args.upstream_timeout),
         Acl::new(args.allow.clone()),
         &args.zones,
     ));
-    let sync = Sync::new(zk, layout, Tree::new(filter), store);
+    let sync = Sync::new(zk, layout, Tree::new(filter), store).with_metrics(metrics);
     let sync_task = tokio::spawn(sync.run(cancel.clone()));
     server::serve(sockets, handler, cancel).await;
     sync_task.await.context("sync task failed").or_runtime()?;

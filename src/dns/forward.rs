@@ -14,6 +14,7 @@ use tokio::time::{Instant, timeout_at};
 use tracing::debug;
 
 use crate::dns::wire::{HEADER_LEN, Query};
+use crate::metrics::Counters;
 
 /// Largest reply read from an upstream over UDP.
 const MAX_UDP_REPLY: usize = 65535;
@@ -67,6 +68,7 @@ impl Forwarder {
         packet: &[u8],
         q: &Query<'_>,
         tcp: bool,
+        counters: &Counters,
     ) -> Result<Vec<u8>, ForwardError> {
         if self.upstreams.is_empty() {
             return Err(ForwardError::NoUpstream);
@@ -88,7 +90,15 @@ impl Forwarder {
                     reply[..2].copy_from_slice(&q.id.to_be_bytes());
                     return Ok(reply);
                 }
-                Err(e) => debug!(%upstream, error = %e, "upstream failed"),
+                Err(e) => {
+                    let counter = if e.kind() == std::io::ErrorKind::TimedOut {
+                        &counters.upstream_timeouts
+                    } else {
+                        &counters.upstream_errors
+                    };
+                    Counters::add(counter, 1);
+                    debug!(%upstream, error = %e, "upstream failed");
+                }
             }
         }
         Err(ForwardError::AllFailed)

@@ -20,8 +20,14 @@ use crate::dns::answer::{self, AnswerOptions, Outcome};
 use crate::dns::forward::{ForwardError, Forwarder};
 use crate::dns::udp::UdpGroup;
 use crate::dns::wire::{self, rcode};
+use crate::metrics::{Counters, Metrics, QueryShard};
 use crate::names::{ZoneName, label_offsets, wire_key_str};
-use crate::store::Store;
+use crate::store::{Snapshot, Store};
+
+/// The RCODE (low four bits) of a response in wire format.
+fn response_rcode(msg: &[u8]) -> u16 {
+    msg.get(3).map_or(0, |b| u16::from(b & 0x0F))
+}
 
 /// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
@@ -67,6 +73,7 @@ impl Acl {
 #[derive(Debug)]
 pub struct Handler {
     pub store: Store,
+    pub metrics: Arc<Metrics>,
     pub forwarder: Forwarder,
     pub acl: Acl,
     /// Keys of the zones named by `--zone`: until the first full read, their names get
@@ -76,9 +83,16 @@ pub struct Handler {
 }
 
 impl Handler {
-    pub fn new(store: Store, forwarder: Forwarder, acl: Acl, zones: &[ZoneName]) -> Self {
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        forwarder: Forwarder,
+        acl: Acl,
+        zones: &[ZoneName],
+    ) -> Self {
         Self {
             store,
+            metrics,
             forwarder,
             acl,
             configured_zones: zones.iter().map(|z| wire_key_str(z.as_str())).collect(),
@@ -101,26 +115,31 @@ impl Handler {
         }
     }
 
-    /// Answers what can be answered without waiting. Returns `Some(true)` when `out` holds
-    /// the reply, `Some(false)` to forward, `None` to stay silent.
+    /// Answers what can be answered without waiting, from `snap`. Returns `Some(true)` when
+    /// `out` holds the reply, `Some(false)` to forward, `None` to stay silent.
     pub(crate) fn answer_now(
         &self,
+        snap: &Snapshot,
         packet: &[u8],
         client: IpAddr,
         tcp: bool,
         out: &mut Vec<u8>,
+        shard: &QueryShard,
     ) -> Option<bool> {
         let q = match wire::parse_query(packet) {
             Ok(q) => q,
             Err(reason) => {
-                if !self.acl.permits(client) {
+                if !self.acl.permits(client) || !answer::reject(reason, out) {
                     return None;
                 }
-                return answer::reject(reason, out).then_some(true);
+                shard.response(response_rcode(out));
+                return Some(true);
             }
         };
+        shard.query(q.qtype);
         if !self.acl.permits(client) {
             answer::error_reply(packet, &q, rcode::REFUSED, out);
+            shard.response(rcode::REFUSED);
             return Some(true);
         }
         let limit = if tcp {
@@ -128,25 +147,31 @@ impl Handler {
         } else {
             q.udp_limit()
         };
-        let snap = self.store.load();
-        match answer::answer(&snap, packet, &q, limit, self.options(), out) {
-            Outcome::Reply => Some(true),
+        match answer::answer(snap, packet, &q, limit, self.options(), out) {
+            Outcome::Reply => {}
             Outcome::Forward if self.awaits_first_sync(&q) => {
                 // a zone we were told to serve, not read yet: make the client retry
                 answer::error_reply(packet, &q, rcode::SERVFAIL, out);
-                Some(true)
             }
-            Outcome::Forward => Some(false),
+            Outcome::Forward => return Some(false),
         }
+        shard.response(response_rcode(out));
+        Some(true)
     }
 
     /// Forwards `packet` and returns the client's reply (relayed, or SERVFAIL/REFUSED).
     pub(crate) async fn forward(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
         let q = wire::parse_query(packet).ok()?;
         let _permit = self.forwards.try_acquire().ok()?;
+        let counters = &self.metrics.counters;
+        Counters::add(&counters.forwarded, 1);
         let mut out = Vec::new();
-        match self.forwarder.forward(packet, &q, tcp).await {
-            Ok(reply) => return Some(reply),
+        let shard = self.metrics.shard(0);
+        match self.forwarder.forward(packet, &q, tcp, counters).await {
+            Ok(reply) => {
+                shard.response(response_rcode(&reply));
+                return Some(reply);
+            }
             Err(ForwardError::NoUpstream) => {
                 answer::error_reply(packet, &q, rcode::REFUSED, &mut out)
             }
@@ -154,6 +179,7 @@ impl Handler {
                 answer::error_reply(packet, &q, rcode::SERVFAIL, &mut out)
             }
         }
+        shard.response(response_rcode(&out));
         Some(out)
     }
 }
@@ -205,7 +231,12 @@ pub async fn serve(listeners: Vec<Listener>, handler: Arc<Handler>, cancel: Canc
         if let Ok(addr) = tcp.local_addr() {
             info!("listening for TCP on {addr}");
         }
-        match udp.spawn(handler.clone(), runtime.clone(), stop.clone()) {
+        match udp.spawn(
+            handler.clone(),
+            runtime.clone(),
+            stop.clone(),
+            threads.len() + 1,
+        ) {
             Ok(t) => threads.extend(t),
             Err(e) => warn!(error = %e, "cannot start UDP workers"),
         }
@@ -280,7 +311,13 @@ async fn serve_tcp_conn(
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
-        let reply = match handler.answer_now(&packet, client.ip(), true, &mut out) {
+        let started = std::time::Instant::now();
+        let shard = handler.metrics.shard(0);
+        let answered = {
+            let snap = handler.store.load();
+            handler.answer_now(&snap, &packet, client.ip(), true, &mut out, shard)
+        };
+        let reply = match answered {
             Some(true) => std::mem::take(&mut out),
             Some(false) => match handler.forward(&packet, true).await {
                 Some(reply) => reply,
@@ -292,6 +329,7 @@ async fn serve_tcp_conn(
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
         framed.extend_from_slice(&reply);
         stream.write_all(&framed).await?;
+        shard.latency(started.elapsed(), 1);
         out = reply;
     }
 }

@@ -10,6 +10,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -55,13 +56,14 @@ impl UdpGroup {
         Ok(Self { local, sockets })
     }
 
-    /// Starts one thread per socket. They stop when `stop` is set and [`UdpGroup::wake`] is
-    /// called.
+    /// Starts one thread per socket, counting into metric shards `first_shard..`. They stop
+    /// when `stop` is set and [`UdpGroup::wake`] is called.
     pub fn spawn(
         &self,
         handler: Arc<Handler>,
         runtime: tokio::runtime::Handle,
         stop: Arc<AtomicBool>,
+        first_shard: usize,
     ) -> io::Result<Vec<JoinHandle<()>>> {
         self.sockets
             .iter()
@@ -73,7 +75,7 @@ impl UdpGroup {
                 let stop = stop.clone();
                 std::thread::Builder::new()
                     .name(format!("zkdns-udp-{i}"))
-                    .spawn(move || worker(&socket, &handler, &runtime, &stop))
+                    .spawn(move || worker(&socket, &handler, &runtime, &stop, first_shard + i))
             })
             .collect()
     }
@@ -98,8 +100,10 @@ fn worker(
     handler: &Arc<Handler>,
     runtime: &tokio::runtime::Handle,
     stop: &AtomicBool,
+    shard: usize,
 ) {
     let fd = socket.as_raw_fd();
+    let shard = handler.metrics.shard(shard);
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_QUERY]).collect();
     let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
@@ -138,6 +142,8 @@ fn worker(
         if n == 0 {
             continue; // woken by shutdown
         }
+        let started = Instant::now();
+        let snap = handler.store.load();
         let mut k = 0;
         for i in 0..n {
             let (len, Some(addr)) = got[i] else {
@@ -147,7 +153,7 @@ fn worker(
                 continue;
             };
             let packet = &bufs[i][..len.min(MAX_QUERY)];
-            match handler.answer_now(packet, client.ip(), false, &mut outs[i]) {
+            match handler.answer_now(&snap, packet, client.ip(), false, &mut outs[i], shard) {
                 Some(true) => {
                     replies[k] = Some(addr);
                     reply_idx[k] = i;
@@ -166,7 +172,11 @@ fn worker(
                 None => {}
             }
         }
+        drop(snap);
         send_all(fd, &mut send_headers, &outs, &reply_idx[..k], &replies[..k]);
+        if k > 0 {
+            shard.latency(started.elapsed(), k as u64);
+        }
     }
 }
 

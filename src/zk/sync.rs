@@ -4,6 +4,7 @@
 //! session by a new client and the same. The last good map keeps serving throughout (stale).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -14,6 +15,7 @@ use zookeeper_client::{
     AddWatchMode, Client, EventType, MultiReadResult, PersistentWatcher, SessionState,
 };
 
+use crate::metrics::{Counters, Metrics};
 use crate::store::{Builder, Store};
 use crate::zk::layout::{Layout, NodePath};
 use crate::zk::tree::{NodeState, Tree};
@@ -57,6 +59,7 @@ pub struct Sync {
     tree: Tree,
     /// Turns tree changes into snapshot changes without a rebuild.
     builder: Builder,
+    metrics: Arc<Metrics>,
 }
 
 impl Sync {
@@ -67,7 +70,14 @@ impl Sync {
             store,
             tree,
             builder: Builder::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts sessions, reconnects, resyncs and bad znodes into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Runs until `cancel` fires, then closes the session.
@@ -99,6 +109,7 @@ impl Sync {
             failing = false;
             backoff = BACKOFF_MIN;
             info!(session = %client.session_id(), "ZooKeeper session established");
+            Counters::add(&self.metrics.counters.zk_sessions, 1);
             match self.session(&client, &cancel).await {
                 End::Cancelled => {
                     close(client).await;
@@ -106,6 +117,7 @@ impl Sync {
                 }
                 End::Terminal(state) => {
                     self.store.set_connected(false);
+                    Counters::add(&self.metrics.counters.zk_expirations, 1);
                     warn!(
                         ?state,
                         "ZooKeeper session ended; serving the last map while a new session starts"
@@ -189,6 +201,7 @@ impl Sync {
                         }
                         SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                             info!("ZooKeeper connection back; re-reading the zones");
+                            Counters::add(&self.metrics.counters.zk_reconnects, 1);
                             need_watch = true;
                             need_resync = true;
                             retry_at = None;
@@ -226,6 +239,10 @@ impl Sync {
         let snapshot = self.builder.snapshot();
         let names = snapshot.names;
         self.store.publish(snapshot);
+        let c = &self.metrics.counters;
+        Counters::add(&c.zk_resyncs, 1);
+        Counters::set(&c.zk_last_resync_ms, started.elapsed().as_millis() as u64);
+        Counters::set(&c.bad_znodes, self.tree.bad_nodes() as u64);
         info!(
             zones = self.tree.zones().len(),
             names,
@@ -292,6 +309,10 @@ impl Sync {
                 self.builder.apply(&self.tree, change);
             }
             self.store.publish(self.builder.snapshot());
+            Counters::set(
+                &self.metrics.counters.bad_znodes,
+                self.tree.bad_nodes() as u64,
+            );
         } else {
             self.store.set_connected(true);
         }
