@@ -10,7 +10,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::dns::wire::{HEADER_LEN, OPCODE_QUERY, Owner, Query, Reject, Response, rcode};
 use crate::names::label_offsets;
-use crate::store::{Lookup, RrSet, Snapshot, ZoneSnap};
+use crate::store::{Lookup, RrSetRef, Snapshot, ZoneSnap};
 
 /// Longest CNAME chain followed before the answer is cut (as resolvers do).
 pub const MAX_CNAME_CHAIN: usize = 12;
@@ -55,11 +55,20 @@ fn rotation(n: usize) -> usize {
     })
 }
 
-fn push_rrset(r: &mut Response<'_>, section: usize, owner: Owner<'_>, set: &RrSet, rotate: bool) {
-    let n = set.len();
-    let start = if rotate { rotation(n) } else { 0 };
-    for i in 0..n {
-        r.push(section, owner, set.record((start + i) % n));
+fn push_rrset(
+    r: &mut Response<'_>,
+    section: usize,
+    owner: Owner<'_>,
+    set: RrSetRef<'_>,
+    rotate: bool,
+) {
+    let start = if rotate { rotation(set.count) } else { 0 };
+    // records from `start` to the end, then the ones before it
+    for rec in set.iter().skip(start) {
+        r.push(section, owner, rec);
+    }
+    for rec in set.iter().take(start) {
+        r.push(section, owner, rec);
     }
 }
 
@@ -158,7 +167,7 @@ pub fn answer(
     let mut visited: [&[u8]; MAX_CNAME_CHAIN + 1] = [&[]; MAX_CNAME_CHAIN + 1];
     visited[0] = key;
     let mut chain = 0;
-    let mut additional: Option<&RrSet> = None;
+    let mut additional: Option<RrSetRef<'_>> = None;
     let code = loop {
         match lookup {
             Lookup::NotOurs => break rcode::NOERROR, // the chain left our zones
@@ -169,13 +178,15 @@ pub fn answer(
                         break rcode::NOERROR;
                     }
                 }
-                r.push(2, apex_owner(key, zone), zone.soa_negative.record(0));
+                r.push(2, apex_owner(key, zone), zone.soa_negative().first());
                 break rcode::NXDOMAIN;
             }
             Lookup::Found { zone, node, .. } => {
                 if let Some(cname) = node.cname().filter(|_| qtype != RecordType::CNAME) {
-                    r.push(1, owner, cname.record(0));
-                    let target: &[u8] = &cname.targets[0];
+                    r.push(1, owner, cname.first());
+                    let Some(target) = cname.targets().next() else {
+                        break rcode::NOERROR;
+                    };
                     if chain == MAX_CNAME_CHAIN || visited[..=chain].contains(&target) {
                         break rcode::NOERROR; // loop or too long: answer what we have
                     }
@@ -187,7 +198,7 @@ pub fn answer(
                 }
                 let mut any = false;
                 if q.qtype == TYPE_ANY {
-                    for set in node.rrsets.iter() {
+                    for set in node.rrsets() {
                         push_rrset(&mut r, 1, owner, set, true);
                         any = true;
                     }
@@ -205,7 +216,7 @@ pub fn answer(
                 }
                 if !any {
                     // NODATA (RFC 2308 §2.2)
-                    r.push(2, apex_owner(key, zone), zone.soa_negative.record(0));
+                    r.push(2, apex_owner(key, zone), zone.soa_negative().first());
                 }
                 break rcode::NOERROR;
             }
@@ -230,9 +241,9 @@ fn set_ra(r: &mut Response<'_>, opts: AnswerOptions) {
 }
 
 /// Addresses of SRV/MX/NS targets in the served zones, as long as they fit; never TC for them.
-fn push_additional(r: &mut Response<'_>, snap: &Snapshot, set: &RrSet, limit: usize) {
+fn push_additional(r: &mut Response<'_>, snap: &Snapshot, set: RrSetRef<'_>, limit: usize) {
     let mark = r.mark();
-    for target in set.targets.iter() {
+    for target in set.targets() {
         let Some(node) = snap.node(target) else {
             continue;
         };

@@ -1,8 +1,8 @@
-//! The record map the DNS path answers from: an immutable [`Snapshot`] built from the watcher's
-//! tree, with every record set already in wire format, published through `arc-swap` so that a
-//! lookup is a pointer load and a hash probe, never a lock shared with the ZooKeeper task. The
-//! [`Store`] also carries the sync status (ready, connected, last sync) that health and
-//! serve-stale read.
+//! The record map the DNS path answers from: an immutable [`Snapshot`] of every served zone,
+//! records already in wire format in compact arenas ([`table`]), published through `arc-swap`
+//! so that a lookup is a pointer load and a hash probe, never a lock shared with the ZooKeeper
+//! task. [`Builder`] changes a snapshot in place as ZooKeeper changes; the [`Store`] also
+//! carries the sync status (ready, connected, last sync) that health and serve-stale read.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,107 +12,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::{ArcSwap, Guard};
 use foldhash::fast::RandomState;
-use hickory_proto::rr::rdata::{CNAME, NS};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use crate::names::{ZoneName, label_offsets, wire_key, wire_to_string};
+use crate::names::{ZoneName, label_offsets, wire_to_string};
 
 mod build;
-mod shards;
+pub mod node;
+mod table;
 
-pub use build::Builder;
-use shards::ShardedMap;
-
-type Map<V> = HashMap<Box<[u8]>, V, RandomState>;
-
-/// One RRset in wire format, owner name left out: each record is
-/// `TYPE CLASS TTL RDLENGTH RDATA`, ready to follow an owner name in an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RrSet {
-    pub rtype: RecordType,
-    blob: Box<[u8]>,
-    ends: Box<[u32]>,
-    /// For CNAME: the target's key. For SRV, MX and NS: the targets whose addresses go in the
-    /// additional section.
-    pub targets: Box<[Box<[u8]>]>,
-}
-
-impl RrSet {
-    pub(crate) fn new(rtype: RecordType, records: &[RData], ttl: u32) -> Self {
-        let mut blob = Vec::new();
-        let mut ends = Vec::with_capacity(records.len());
-        let mut targets = Vec::new();
-        for rdata in records {
-            let record = Record::from_rdata(Name::root(), ttl, rdata.clone());
-            let mut buf = Vec::with_capacity(32);
-            let mut encoder = BinEncoder::new(&mut buf);
-            encoder.set_canonical_form(true);
-            record.emit(&mut encoder).expect("validated record encodes");
-            blob.extend_from_slice(&buf[1..]); // drop the root owner name
-            ends.push(blob.len() as u32);
-            match rdata {
-                RData::CNAME(CNAME(t)) | RData::NS(NS(t)) => targets.push(wire_key(t)),
-                RData::SRV(srv) => targets.push(wire_key(&srv.target)),
-                RData::MX(mx) => targets.push(wire_key(&mx.exchange)),
-                _ => {}
-            }
-        }
-        targets.sort();
-        targets.dedup();
-        Self {
-            rtype,
-            blob: blob.into(),
-            ends: ends.into(),
-            targets: targets.into(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Record `i` without its owner name.
-    pub fn record(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.blob[start..self.ends[i] as usize]
-    }
-}
-
-/// A name that exists in a zone: its RRsets (none for an empty non-terminal or a record set
-/// without data, both of which answer NODATA).
-#[derive(Debug, Clone)]
-pub struct Node {
-    pub zone: u16,
-    pub rrsets: Box<[RrSet]>,
-}
-
-impl Node {
-    pub fn get(&self, rtype: RecordType) -> Option<&RrSet> {
-        self.rrsets.iter().find(|r| r.rtype == rtype)
-    }
-
-    pub fn cname(&self) -> Option<&RrSet> {
-        self.get(RecordType::CNAME)
-    }
-}
+pub use build::{Builder, Resync};
+pub use node::{NodeRef, RrSetRef};
+use table::Table;
 
 /// What the DNS path needs of a zone beyond its names.
 #[derive(Debug, Clone)]
 pub struct ZoneSnap {
     pub name: ZoneName,
     pub apex: Box<[u8]>,
-    /// The SOA as the answer to an SOA query.
-    pub soa: RrSet,
-    /// The SOA for the authority section of negative answers: TTL min(SOA TTL, MINIMUM).
-    pub soa_negative: RrSet,
+    /// The SOA RRset as the answer to an SOA query.
+    soa: Box<[u8]>,
+    /// The SOA RRset for negative answers: TTL min(SOA TTL, MINIMUM) (RFC 2308).
+    soa_negative: Box<[u8]>,
     pub serial: u32,
     /// Default TTL of the zone's records.
     pub ttl: u32,
+}
+
+impl ZoneSnap {
+    pub fn soa(&self) -> RrSetRef<'_> {
+        RrSetRef::parse(&self.soa).0
+    }
+
+    pub fn soa_negative(&self) -> RrSetRef<'_> {
+        RrSetRef::parse(&self.soa_negative).0
+    }
 }
 
 /// Result of looking a name up.
@@ -123,54 +55,51 @@ pub enum Lookup<'a> {
     /// The name exists; `wildcard` when it was synthesised from `*` (RFC 4592).
     Found {
         zone: &'a ZoneSnap,
-        node: &'a Node,
+        node: NodeRef<'a>,
         wildcard: bool,
     },
     /// Inside a zone, and nothing at or matching the name.
     NxDomain { zone: &'a ZoneSnap },
 }
 
-/// An immutable view of every served zone. Cloning it is cheap (shards are shared), which is
-/// how [`Builder`] publishes a new version after a small change.
+/// An immutable view of every served zone. Cloning it is cheap (arena shards are shared),
+/// which is how [`Builder`] publishes a new version after a small change.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    zones: Arc<Vec<ZoneSnap>>,
-    zone_index: Arc<Map<u16>>,
-    nodes: ShardedMap<Node>,
-    /// PTR records synthesised from the zones' addresses, by reverse name.
-    reverse: ShardedMap<RrSet>,
-    /// Names with records (record sets, not empty non-terminals).
+    /// By zone index; `None` where a zone was removed.
+    zones: Arc<Vec<Option<ZoneSnap>>>,
+    zone_index: Arc<HashMap<Box<[u8]>, u16, RandomState>>,
+    /// Every name of every zone (record sets, empty non-terminals, apexes), by wire key.
+    nodes: Table,
+    /// PTR RRsets synthesised from the zones' addresses, by reverse name.
+    reverse: Table,
+    /// Names with records (record sets with data, not empty non-terminals).
     pub names: usize,
     /// Records across every RRset, SOA and NS included.
     pub records: usize,
 }
 
 impl Snapshot {
-    /// Builds the snapshot of everything in `tree` at once.
-    pub fn build(tree: &crate::zk::tree::Tree) -> Snapshot {
-        Builder::new(tree).snapshot()
+    pub fn zones(&self) -> impl Iterator<Item = &ZoneSnap> {
+        self.zones.iter().flatten()
     }
 
-    pub fn zones(&self) -> &[ZoneSnap] {
-        &self.zones
-    }
-
-    pub fn zone(&self, idx: u16) -> &ZoneSnap {
-        &self.zones[idx as usize]
+    pub fn zone(&self, idx: u16) -> Option<&ZoneSnap> {
+        self.zones.get(idx as usize).and_then(Option::as_ref)
     }
 
     /// The deepest served zone containing `key` (a lower-case wire name), with the offset in
     /// `key` where its apex starts.
     pub fn find_zone(&self, key: &[u8]) -> Option<(u16, usize)> {
-        if self.zones.is_empty() {
+        if self.zone_index.is_empty() {
             return None;
         }
         label_offsets(key).find_map(|at| self.zone_index.get(&key[at..]).map(|&z| (z, at)))
     }
 
-    /// Node at exactly `key`, if it belongs to the zone that serves it.
-    pub fn node(&self, key: &[u8]) -> Option<&Node> {
-        self.nodes.get(key)
+    /// The entry at exactly `key`, whatever zone it belongs to.
+    pub fn node(&self, key: &[u8]) -> Option<NodeRef<'_>> {
+        self.nodes.get(key).map(NodeRef::parse)
     }
 
     /// Looks a lower-case wire name up: exact match, else wildcard at the closest encloser
@@ -179,8 +108,11 @@ impl Snapshot {
         let Some((zidx, apex_at)) = self.find_zone(key) else {
             return Lookup::NotOurs;
         };
-        let zone = &self.zones[zidx as usize];
-        if let Some(node) = self.nodes.get(key).filter(|n| n.zone == zidx) {
+        let Some(zone) = self.zone(zidx) else {
+            return Lookup::NotOurs;
+        };
+        let in_zone = |k: &[u8]| self.node(k).filter(|n| n.zone == zidx);
+        if let Some(node) = in_zone(key) {
             return Lookup::Found {
                 zone,
                 node,
@@ -193,12 +125,11 @@ impl Snapshot {
                 break;
             }
             let suffix = &key[at..];
-            if self.nodes.get(suffix).is_some_and(|n| n.zone == zidx) {
+            if in_zone(suffix).is_some() {
                 scratch[0] = 1;
                 scratch[1] = b'*';
                 scratch[2..2 + suffix.len()].copy_from_slice(suffix);
-                let wild = &scratch[..2 + suffix.len()];
-                return match self.nodes.get(wild).filter(|n| n.zone == zidx) {
+                return match in_zone(&scratch[..2 + suffix.len()]) {
                     Some(node) => Lookup::Found {
                         zone,
                         node,
@@ -211,31 +142,20 @@ impl Snapshot {
         Lookup::NxDomain { zone }
     }
 
+    /// Synthesised PTR records for a reverse name.
+    pub fn reverse(&self, key: &[u8]) -> Option<RrSetRef<'_>> {
+        self.reverse.get(key).map(|v| RrSetRef::parse(v).0)
+    }
+
     /// Every name with A or AAAA records and its addresses, sorted by name (wildcards left
     /// out: they are not names a hosts file can hold). For the hosts-file writer.
     pub fn addresses(&self) -> Vec<(String, Vec<IpAddr>)> {
         let mut out: Vec<(String, Vec<IpAddr>)> = self
             .nodes
             .iter()
-            .filter(|(key, _)| key.first() != Some(&1) || key.get(1) != Some(&b'*'))
-            .filter_map(|(key, node)| {
-                let mut addrs = Vec::new();
-                for set in node.rrsets.iter() {
-                    for i in 0..set.len() {
-                        let rdata = &set.record(i)[10..];
-                        match set.rtype {
-                            RecordType::A => {
-                                let b: [u8; 4] = rdata.try_into().ok()?;
-                                addrs.push(IpAddr::from(b));
-                            }
-                            RecordType::AAAA => {
-                                let b: [u8; 16] = rdata.try_into().ok()?;
-                                addrs.push(IpAddr::from(b));
-                            }
-                            _ => {}
-                        }
-                    }
-                }
+            .filter(|(key, _)| !key.starts_with(b"\x01*"))
+            .filter_map(|(key, value)| {
+                let addrs: Vec<IpAddr> = NodeRef::parse(value).addresses().collect();
                 let name = wire_to_string(key);
                 (!addrs.is_empty()).then(|| (name.trim_end_matches('.').to_string(), addrs))
             })
@@ -244,9 +164,9 @@ impl Snapshot {
         out
     }
 
-    /// Synthesised PTR records for a reverse name.
-    pub fn reverse(&self, key: &[u8]) -> Option<&RrSet> {
-        self.reverse.get(key)
+    /// Bytes held by the name and reverse tables.
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.heap_bytes() + self.reverse.heap_bytes()
     }
 }
 
@@ -345,10 +265,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::wire_key_str;
+    use crate::names::{wire_key, wire_key_str};
     use crate::zk::Layout;
     use crate::zk::tree::{NodeState, Tree};
-    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{Name, RecordType};
 
     fn tree(nodes: &[(&str, &str)]) -> Tree {
         let l = Layout::new("/z").unwrap();
@@ -377,7 +297,7 @@ mod tests {
             ("c.l/*.wild", r#"{"A": ["10.0.0.4"]}"#),
             ("c.l/empty", ""),
         ]);
-        let s = Snapshot::build(&t);
+        let s = t.snapshot();
         let mut scratch = [0u8; 257];
         assert_eq!(s.names, 3);
         assert!(matches!(
@@ -387,11 +307,11 @@ mod tests {
         // empty non-terminal
         assert!(matches!(
             s.lookup(&key("prod.c.l"), &mut scratch),
-            Lookup::Found { node, .. } if node.rrsets.is_empty()
+            Lookup::Found { node, .. } if !node.has_rrsets()
         ));
         assert!(matches!(
             s.lookup(&key("empty.c.l"), &mut scratch),
-            Lookup::Found { node, .. } if node.rrsets.is_empty()
+            Lookup::Found { node, .. } if !node.has_rrsets()
         ));
         assert!(matches!(
             s.lookup(&key("x.y.wild.c.l"), &mut scratch),
@@ -418,7 +338,7 @@ mod tests {
         assert_eq!(hosts.len(), 2, "{hosts:?}"); // web and api.prod; not the wildcard
         assert_eq!(hosts[1].0, "web.c.l");
         assert_eq!(hosts[1].1.len(), 2);
-        let rev = wire_key(&Name::from("10.0.0.3".parse::<std::net::IpAddr>().unwrap()));
+        let rev = wire_key(&Name::from("10.0.0.3".parse::<IpAddr>().unwrap()));
         assert_eq!(s.reverse(&rev).unwrap().len(), 1);
     }
 
@@ -426,11 +346,11 @@ mod tests {
     fn nested_zones_take_their_names() {
         let t = tree(&[
             ("c.l", ""),
-            ("c.l/a.sub", r#"{"A": ["10.0.0.1"]}"#),
             ("sub.c.l", ""),
+            ("c.l/a.sub", r#"{"A": ["10.0.0.1"]}"#),
             ("sub.c.l/b", r#"{"A": ["10.0.0.2"]}"#),
         ]);
-        let s = Snapshot::build(&t);
+        let s = t.snapshot();
         let mut scratch = [0u8; 257];
         assert!(matches!(
             s.lookup(&key("b.sub.c.l"), &mut scratch),
@@ -441,15 +361,5 @@ mod tests {
             s.lookup(&key("a.sub.c.l"), &mut scratch),
             Lookup::NxDomain { zone } if zone.name.as_str() == "sub.c.l"
         ));
-    }
-
-    #[test]
-    fn encodes_records_without_owner() {
-        let set = RrSet::new(
-            RecordType::A,
-            &[RData::A(A("10.1.2.3".parse().unwrap()))],
-            30,
-        );
-        assert_eq!(set.record(0), &[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 1, 2, 3]);
     }
 }

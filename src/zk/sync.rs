@@ -16,9 +16,9 @@ use zookeeper_client::{
 };
 
 use crate::metrics::{Counters, Metrics};
-use crate::store::{Builder, Store};
+use crate::store::Store;
 use crate::zk::layout::{Layout, NodePath};
-use crate::zk::tree::{NodeState, Tree};
+use crate::zk::tree::{Applied, NodeState, Tree};
 use crate::zk::{ZkConfig, close, connect};
 
 /// Operations per multiRead request in a full read: well below jute.maxbuffer for replies.
@@ -57,8 +57,6 @@ pub struct Sync {
     layout: Layout,
     store: Store,
     tree: Tree,
-    /// Turns tree changes into snapshot changes without a rebuild.
-    builder: Builder,
     metrics: Arc<Metrics>,
 }
 
@@ -69,7 +67,6 @@ impl Sync {
             layout,
             store,
             tree,
-            builder: Builder::default(),
             metrics: Arc::default(),
         }
     }
@@ -235,8 +232,7 @@ impl Sync {
         let started = Instant::now();
         let tree = full_read(client, &self.layout, &self.tree).await?;
         self.tree = tree;
-        self.builder = Builder::new(&self.tree);
-        let snapshot = self.builder.snapshot();
+        let snapshot = self.tree.snapshot();
         let names = snapshot.names;
         self.store.publish(snapshot);
         let c = &self.metrics.counters;
@@ -244,7 +240,7 @@ impl Sync {
         Counters::set(&c.zk_last_resync_ms, started.elapsed().as_millis() as u64);
         Counters::set(&c.bad_znodes, self.tree.bad_nodes() as u64);
         info!(
-            zones = self.tree.zones().len(),
+            zones = self.tree.zone_count(),
             names,
             bad = self.tree.bad_nodes(),
             "resynced {names} names in {} ms",
@@ -294,21 +290,25 @@ impl Sync {
         // requests are sent in call order and pipelined on the one connection
         let reads: Vec<_> = wanted.iter().map(|(_, p)| client.get_data(p)).collect();
         let results = join_all(reads).await;
-        let mut changes = Vec::new();
+        let mut changed = false;
         for ((_, path), result) in wanted.iter().zip(results) {
             let state = match result {
                 Ok((data, stat)) => Some(node_state(data, &stat)),
                 Err(zookeeper_client::Error::NoNode) => None,
                 Err(e) => return Err(ReadError(e)),
             };
-            changes.extend(self.tree.apply(&self.layout, path, state.as_ref()));
-        }
-        if !changes.is_empty() {
-            changes.dedup();
-            for change in &changes {
-                self.builder.apply(&self.tree, change);
+            match self.tree.apply(&self.layout, path, state.as_ref()) {
+                Applied::Unchanged => {}
+                Applied::Changed => changed = true,
+                Applied::Resync => {
+                    return Err(ReadError(zookeeper_client::Error::UnexpectedError(
+                        format!("{path} changed the zone layout; reading everything again"),
+                    )));
+                }
             }
-            self.store.publish(self.builder.snapshot());
+        }
+        if changed {
+            self.store.publish(self.tree.snapshot());
             Counters::set(
                 &self.metrics.counters.bad_znodes,
                 self.tree.bad_nodes() as u64,

@@ -1,7 +1,9 @@
-//! The watcher's own copy of the zones subtree, decoded: zones, their record sets and each set's
-//! registered members. Only the sync task writes it; every change goes through [`Tree::apply`]
-//! with the node's current state, so replaying an event twice or late is harmless. Bad nodes are
-//! skipped here, with one warning per bad version of a node.
+//! Applying what ZooKeeper holds to the snapshot builder: each node's current state goes
+//! through [`Tree::apply`], which classifies the path, validates names and payloads (a bad node
+//! is skipped with one warning per bad version), merges registered members into their record
+//! set, and tells the sync task whether anything changed. Applying the same state twice, or
+//! late, is harmless. Only sets that have members keep decoded data here; everything else
+//! lives in the snapshot alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -10,6 +12,7 @@ use tracing::warn;
 
 use crate::names::{RelName, ZoneName};
 use crate::records::{RecordData, ZoneSettings, decode_record_set, decode_zone};
+use crate::store::{Builder, Snapshot};
 use crate::zk::layout::{Layout, NodePath};
 
 /// A node as read from ZooKeeper.
@@ -22,26 +25,35 @@ pub struct NodeState {
     pub mtime: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneEntry {
-    pub settings: ZoneSettings,
-    pub sets: BTreeMap<RelName, SetEntry>,
-    /// Unix seconds of the last change seen in the zone; the default SOA serial.
-    pub changed: u32,
+/// What applying a node did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Unchanged,
+    Changed,
+    /// The change cannot be made in place: read the whole tree again.
+    Resync,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SetEntry {
-    /// The record set's own data (empty when the node holds none or bad data).
-    pub data: RecordData,
-    /// Registered members by znode name.
-    pub members: BTreeMap<String, RecordData>,
+impl Applied {
+    fn from_changed(changed: bool) -> Self {
+        if changed {
+            Applied::Changed
+        } else {
+            Applied::Unchanged
+        }
+    }
 }
 
-impl SetEntry {
-    /// The set's records with every member's merged in.
-    pub fn merged(&self) -> RecordData {
-        let mut data = self.data.clone();
+/// A record set with registered members: its own data and each member's.
+#[derive(Debug, Clone, Default)]
+struct Merge {
+    own: RecordData,
+    members: BTreeMap<String, RecordData>,
+}
+
+impl Merge {
+    fn merged(&self) -> RecordData {
+        let mut data = self.own.clone();
         for member in self.members.values() {
             data.merge(member);
         }
@@ -49,25 +61,16 @@ impl SetEntry {
     }
 }
 
-/// What an applied node changed, for updating the snapshot without rebuilding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Zones appeared or went: rebuild everything.
-    Zones,
-    /// A zone's settings changed.
-    Zone(ZoneName),
-    /// The merged records of one name changed, or the name appeared or went.
-    Set(ZoneName, RelName),
-}
-
-/// The decoded zones subtree.
+/// The decoded view of the zones subtree, writing into a [`Builder`].
 #[derive(Debug, Clone, Default)]
 pub struct Tree {
     /// Zones to serve; `None` serves every zone under the root.
     filter: Option<BTreeSet<ZoneName>>,
-    zones: BTreeMap<ZoneName, ZoneEntry>,
+    zones: BTreeMap<ZoneName, ZoneSettings>,
+    merges: HashMap<(ZoneName, RelName), Merge>,
     /// Paths of bad nodes already reported, with the zxid of the payload reported.
     warned: HashMap<String, i64>,
+    builder: Builder,
 }
 
 fn unix_secs(ms: i64) -> u32 {
@@ -93,13 +96,19 @@ impl Tree {
     pub fn fresh(&self) -> Self {
         Self {
             filter: self.filter.clone(),
-            zones: BTreeMap::new(),
             warned: self.warned.clone(),
+            ..Self::default()
         }
     }
 
-    pub fn zones(&self) -> &BTreeMap<ZoneName, ZoneEntry> {
-        &self.zones
+    /// The snapshot of everything applied so far.
+    pub fn snapshot(&self) -> Snapshot {
+        self.builder.snapshot()
+    }
+
+    /// Number of zones served.
+    pub fn zone_count(&self) -> usize {
+        self.zones.len()
     }
 
     /// Number of nodes currently skipped as bad.
@@ -126,7 +135,7 @@ impl Tree {
         let Ok(n) = RelName::from_znode(name, &z) else {
             return false;
         };
-        self.zones.get(&z).is_some_and(|e| e.sets.contains_key(&n))
+        self.builder.has_set(&z, &n)
     }
 
     fn report(&mut self, path: &str, mzxid: i64, reason: &dyn std::fmt::Display) {
@@ -136,38 +145,24 @@ impl Tree {
         }
     }
 
-    fn clear_report(&mut self, path: &str) {
-        self.warned.remove(path);
-    }
-
     /// Clears reports of `path` and everything below it.
     fn clear_reports_under(&mut self, path: &str) {
+        if self.warned.is_empty() {
+            return;
+        }
         let prefix = format!("{path}/");
         self.warned
             .retain(|p, _| p != path && !p.starts_with(prefix.as_str()));
     }
 
-    /// Applies the current state of the node at `path` (`None`: it does not exist). Returns
-    /// what changed in the served data, if anything.
-    pub fn apply(
-        &mut self,
-        layout: &Layout,
-        path: &str,
-        state: Option<&NodeState>,
-    ) -> Option<Change> {
+    /// Applies the current state of the node at `path` (`None`: it does not exist).
+    pub fn apply(&mut self, layout: &Layout, path: &str, state: Option<&NodeState>) -> Applied {
         match layout.classify(path) {
             NodePath::Zone(z) => self.apply_zone(path, z, state),
             NodePath::Set(z, n) => self.apply_set(path, z, n, state),
             NodePath::Member(z, n, m) => self.apply_member(path, z, n, m, state),
-            NodePath::Zones => {
-                if state.is_none() && !self.zones.is_empty() {
-                    self.zones.clear();
-                    self.warned.clear();
-                    return Some(Change::Zones);
-                }
-                None
-            }
-            NodePath::Other => None,
+            NodePath::Zones if state.is_none() && !self.zones.is_empty() => Applied::Resync,
+            NodePath::Zones | NodePath::Other => Applied::Unchanged,
         }
     }
 
@@ -184,18 +179,27 @@ impl Tree {
         }
     }
 
-    fn apply_zone(&mut self, path: &str, zone: &str, state: Option<&NodeState>) -> Option<Change> {
-        let z = self.zone_name(path, zone, state)?;
+    fn apply_zone(&mut self, path: &str, zone: &str, state: Option<&NodeState>) -> Applied {
+        let Some(z) = self.zone_name(path, zone, state) else {
+            return Applied::Unchanged;
+        };
         if !self.filter.as_ref().is_none_or(|f| f.contains(&z)) {
-            return None;
+            return Applied::Unchanged;
         }
         let Some(state) = state else {
             self.clear_reports_under(path);
-            return self.zones.remove(&z).map(|_| Change::Zones);
+            if self.zones.remove(&z).is_none() {
+                return Applied::Unchanged;
+            }
+            self.merges.retain(|(mz, _), _| *mz != z);
+            return match self.builder.remove_zone(&z) {
+                Ok(()) => Applied::Changed,
+                Err(_) => Applied::Resync,
+            };
         };
         let settings = match decode_zone(&state.data, &z) {
             Ok(s) => {
-                self.clear_report(path);
+                self.warned.remove(path);
                 s
             }
             Err(e) => {
@@ -207,27 +211,16 @@ impl Tree {
                 ZoneSettings::defaults(&z)
             }
         };
-        let changed = unix_secs(state.mtime);
-        match self.zones.get_mut(&z) {
-            Some(entry) => {
-                entry.changed = entry.changed.max(changed);
-                if entry.settings == settings {
-                    return None;
-                }
-                entry.settings = settings;
-                Some(Change::Zone(z))
-            }
-            None => {
-                self.zones.insert(
-                    z,
-                    ZoneEntry {
-                        settings,
-                        sets: BTreeMap::new(),
-                        changed,
-                    },
-                );
-                Some(Change::Zones)
-            }
+        if self.zones.get(&z) == Some(&settings) {
+            return Applied::Unchanged;
+        }
+        self.zones.insert(z.clone(), settings.clone());
+        match self
+            .builder
+            .update_zone(&z, &settings, unix_secs(state.mtime))
+        {
+            Ok(()) => Applied::Changed,
+            Err(_) => Applied::Resync,
         }
     }
 
@@ -254,38 +247,65 @@ impl Tree {
         }
     }
 
+    fn decode(
+        &mut self,
+        path: &str,
+        state: &NodeState,
+        zone: &ZoneName,
+        apex: bool,
+    ) -> Option<RecordData> {
+        match decode_record_set(&state.data, zone) {
+            Ok(d) if apex && d.cname.is_some() => {
+                self.report(path, state.mzxid, &"a CNAME cannot sit at the zone apex");
+                None
+            }
+            Ok(d) => {
+                self.warned.remove(path);
+                Some(d)
+            }
+            Err(e) => {
+                self.report(path, state.mzxid, &e);
+                None
+            }
+        }
+    }
+
     fn apply_set(
         &mut self,
         path: &str,
         zone: &str,
         name: &str,
         state: Option<&NodeState>,
-    ) -> Option<Change> {
-        let (z, n) = self.set_name(path, zone, name, state)?;
-        let decoded = state.map(|s| match decode_record_set(&s.data, &z) {
-            Ok(d) => {
-                self.clear_report(path);
-                d
-            }
-            Err(e) => {
-                self.report(path, s.mzxid, &e);
-                RecordData::default()
-            }
-        });
-        let Some(data) = decoded else {
-            self.clear_reports_under(path);
-            let entry = self.zones.get_mut(&z).expect("zone checked above");
-            entry.sets.remove(&n)?;
-            entry.changed = entry.changed.max(now_secs());
-            return Some(Change::Set(z, n));
+    ) -> Applied {
+        let Some((z, n)) = self.set_name(path, zone, name, state) else {
+            return Applied::Unchanged;
         };
-        let entry = self.zones.get_mut(&z).expect("zone checked above");
-        entry.changed = entry.changed.max(unix_secs(state.map_or(0, |s| s.mtime)));
-        let is_new = !entry.sets.contains_key(&n);
-        let set = entry.sets.entry(n.clone()).or_default();
-        let changed = is_new || set.data != data;
-        set.data = data;
-        changed.then_some(Change::Set(z, n))
+        let Some(state) = state else {
+            self.clear_reports_under(path);
+            self.merges.remove(&(z.clone(), n.clone()));
+            let changed = self.builder.remove_set(&z, &n);
+            if changed {
+                self.builder.touch_zone(&z, now_secs());
+            }
+            return Applied::from_changed(changed);
+        };
+        // a set with bad data still exists: it answers NODATA
+        let own = self
+            .decode(path, state, &z, n.is_apex())
+            .unwrap_or_default();
+        let key = (z.clone(), n.clone());
+        let data = match self.merges.get_mut(&key) {
+            Some(merge) => {
+                merge.own = own;
+                merge.merged()
+            }
+            None => own,
+        };
+        let changed = self.builder.put_set(&z, &n, &data);
+        if changed {
+            self.builder.touch_zone(&z, unix_secs(state.mtime));
+        }
+        Applied::from_changed(changed)
     }
 
     fn apply_member(
@@ -295,46 +315,61 @@ impl Tree {
         name: &str,
         member: &str,
         state: Option<&NodeState>,
-    ) -> Option<Change> {
-        let (z, n) = self.set_name(path, zone, name, None)?;
-        if !self.zones[&z].sets.contains_key(&n) {
+    ) -> Applied {
+        let Some((z, n)) = self.set_name(path, zone, name, None) else {
+            return Applied::Unchanged;
+        };
+        if !self.builder.has_set(&z, &n) {
             // the record set is gone (or not read yet; its own event brings the members back)
-            return None;
+            return Applied::Unchanged;
         }
         let decoded = match state {
-            None => None,
-            Some(s) => match decode_record_set(&s.data, &z) {
-                Ok(d) => {
-                    self.clear_report(path);
-                    Some(d)
-                }
-                Err(e) => {
-                    self.report(path, s.mzxid, &e);
-                    None
-                }
-            },
+            Some(s) => self.decode(path, s, &z, n.is_apex()),
+            None => {
+                self.warned.remove(path);
+                None
+            }
         };
-        if state.is_none() {
-            self.clear_report(path);
+        let key = (z.clone(), n.clone());
+        if !self.merges.contains_key(&key) {
+            if decoded.is_none() {
+                return Applied::Unchanged; // no members, and this one is not (or no longer) one
+            }
+            let own = self.builder.set_data(&z, &n).unwrap_or_default();
+            self.merges.insert(
+                key.clone(),
+                Merge {
+                    own,
+                    members: BTreeMap::new(),
+                },
+            );
         }
-        let stamp = state.map_or_else(now_secs, |s| unix_secs(s.mtime));
-        let entry = self.zones.get_mut(&z).expect("zone checked above");
-        let set = entry.sets.get_mut(&n).expect("set checked above");
-        let changed = match decoded {
-            Some(d) => set.members.insert(member.to_string(), d.clone()) != Some(d),
-            None => set.members.remove(member).is_some(),
+        let merge = self.merges.get_mut(&key).expect("inserted above");
+        let membership_changed = match decoded {
+            Some(d) => merge.members.insert(member.to_string(), d.clone()) != Some(d),
+            None => merge.members.remove(member).is_some(),
         };
-        if !changed {
-            return None;
+        if !membership_changed {
+            return Applied::Unchanged;
         }
-        entry.changed = entry.changed.max(stamp);
-        Some(Change::Set(z, n))
+        let data = merge.merged();
+        if merge.members.is_empty() {
+            self.merges.remove(&key);
+        }
+        let changed = self.builder.put_set(&z, &n, &data);
+        if changed {
+            let when = state.map_or_else(now_secs, |s| unix_secs(s.mtime));
+            self.builder.touch_zone(&z, when);
+        }
+        Applied::from_changed(changed)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::wire_key_str;
+    use crate::store::Lookup;
 
     fn node(data: &str) -> NodeState {
         NodeState {
@@ -348,43 +383,56 @@ mod tests {
         Layout::new("/zkdns").unwrap()
     }
 
+    fn addresses(t: &Tree, name: &str) -> usize {
+        let mut scratch = [0u8; 257];
+        match t.snapshot().lookup(&wire_key_str(name), &mut scratch) {
+            Lookup::Found { node, .. } => node.addresses().count(),
+            _ => 0,
+        }
+    }
+
     #[test]
     fn builds_zones_sets_and_members() {
         let l = layout();
         let mut t = Tree::new(None);
-        assert!(t.apply(&l, "/zkdns/zones/c.l", Some(&node(""))).is_some());
-        assert!(
+        assert_eq!(
+            t.apply(&l, "/zkdns/zones/c.l", Some(&node(""))),
+            Applied::Changed
+        );
+        assert_eq!(
             t.apply(
                 &l,
                 "/zkdns/zones/c.l/web",
                 Some(&node(r#"{"A":["10.0.0.1"]}"#))
-            )
-            .is_some()
+            ),
+            Applied::Changed
         );
-        assert!(
-            t.apply(
-                &l,
-                "/zkdns/zones/c.l/web/m1",
-                Some(&node(r#"{"A":["10.0.0.2"]}"#))
-            )
-            .is_some()
+        let m1 = node(r#"{"A":["10.0.0.2"]}"#);
+        assert_eq!(
+            t.apply(&l, "/zkdns/zones/c.l/web/m1", Some(&m1)),
+            Applied::Changed
         );
-        let z = &t.zones()[&ZoneName::parse("c.l").unwrap()];
-        let set = &z.sets[&RelName::from_znode("web", &ZoneName::parse("c.l").unwrap()).unwrap()];
-        assert_eq!(set.merged().a.len(), 2);
+        assert_eq!(addresses(&t, "web.c.l"), 2);
         // the same state again changes nothing
-        assert!(
-            t.apply(
-                &l,
-                "/zkdns/zones/c.l/web/m1",
-                Some(&node(r#"{"A":["10.0.0.2"]}"#))
-            )
-            .is_none()
+        assert_eq!(
+            t.apply(&l, "/zkdns/zones/c.l/web/m1", Some(&m1)),
+            Applied::Unchanged
         );
-        assert!(t.apply(&l, "/zkdns/zones/c.l/web/m1", None).is_some());
-        assert!(t.apply(&l, "/zkdns/zones/c.l/web", None).is_some());
-        assert!(t.apply(&l, "/zkdns/zones/c.l", None).is_some());
-        assert!(t.zones().is_empty());
+        // the set's own data changes under its member
+        t.apply(
+            &l,
+            "/zkdns/zones/c.l/web",
+            Some(&node(r#"{"A":["10.0.0.9"]}"#)),
+        );
+        assert_eq!(addresses(&t, "web.c.l"), 2);
+        assert_eq!(
+            t.apply(&l, "/zkdns/zones/c.l/web/m1", None),
+            Applied::Changed
+        );
+        assert_eq!(addresses(&t, "web.c.l"), 1);
+        assert_eq!(t.apply(&l, "/zkdns/zones/c.l/web", None), Applied::Changed);
+        assert_eq!(t.apply(&l, "/zkdns/zones/c.l", None), Applied::Changed);
+        assert_eq!(t.zone_count(), 0);
     }
 
     #[test]
@@ -400,15 +448,17 @@ mod tests {
             "/zkdns/zones/c.l/ok",
             Some(&node(r#"{"A":["10.0.0.1"]}"#)),
         );
-        assert_eq!(t.bad_nodes(), 2);
-        let z = &t.zones()[&ZoneName::parse("c.l").unwrap()];
-        assert_eq!(z.sets.len(), 2); // "bad" exists with no records; "Bad Name" does not
+        t.apply(&l, "/zkdns/zones/c.l/@", Some(&node(r#"{"CNAME":"x."}"#)));
+        assert_eq!(t.bad_nodes(), 3);
+        assert!(t.has_set("c.l", "bad")); // exists with no records; "Bad Name" does not
+        assert!(!t.has_set("c.l", "Bad Name"));
         t.apply(
             &l,
             "/zkdns/zones/c.l/bad",
             Some(&node(r#"{"A":["10.0.0.9"]}"#)),
         );
         t.apply(&l, "/zkdns/zones/c.l/Bad Name", None);
+        t.apply(&l, "/zkdns/zones/c.l/@", None);
         assert_eq!(t.bad_nodes(), 0);
     }
 
@@ -417,18 +467,182 @@ mod tests {
         let l = layout();
         let only = ZoneName::parse("a.l").unwrap();
         let mut t = Tree::new(Some([only].into()));
-        assert!(t.apply(&l, "/zkdns/zones/b.l", Some(&node(""))).is_none());
+        assert_eq!(
+            t.apply(&l, "/zkdns/zones/b.l", Some(&node(""))),
+            Applied::Unchanged
+        );
         assert!(!t.wants_zone("b.l"));
-        assert!(t.apply(&l, "/zkdns/zones/a.l", Some(&node(""))).is_some());
+        assert_eq!(
+            t.apply(&l, "/zkdns/zones/a.l", Some(&node(""))),
+            Applied::Changed
+        );
         // a member whose set is unknown is ignored until the set is read
-        assert!(
-            t.apply(
-                &l,
-                "/zkdns/zones/a.l/web/m1",
-                Some(&node(r#"{"A":["10.0.0.2"]}"#))
-            )
-            .is_none()
+        let m = node(r#"{"A":["10.0.0.2"]}"#);
+        assert_eq!(
+            t.apply(&l, "/zkdns/zones/a.l/web/m1", Some(&m)),
+            Applied::Unchanged
         );
         assert!(!t.has_set("a.l", "web"));
+    }
+
+    /// Everything a lookup can observe, for comparing snapshots.
+    fn observe(t: &Tree, names: &[String]) -> Vec<String> {
+        let s = t.snapshot();
+        let mut scratch = [0u8; 257];
+        let mut out: Vec<String> = names
+            .iter()
+            .map(|n| match s.lookup(&wire_key_str(n), &mut scratch) {
+                Lookup::NotOurs => format!("{n}: not ours"),
+                Lookup::NxDomain { zone } => format!("{n}: nx {}", zone.name),
+                Lookup::Found {
+                    zone,
+                    node,
+                    wildcard,
+                } => format!(
+                    "{n}: {} {wildcard} {:?}",
+                    zone.name,
+                    node.rrsets()
+                        .map(|r| (
+                            r.rtype,
+                            r.iter()
+                                .map(|rec| {
+                                    let mut rec = rec.to_vec();
+                                    if r.rtype == hickory_proto::rr::RecordType::SOA {
+                                        // the default serial is the time of the last change, which a
+                                        // delete stamps with the clock: not comparable
+                                        let at = rec.len() - 20;
+                                        rec[at..at + 4].fill(0);
+                                    }
+                                    rec
+                                })
+                                .collect::<Vec<_>>()
+                        ))
+                        .collect::<Vec<_>>()
+                ),
+            })
+            .collect();
+        out.push(format!("names {} records {}", s.names, s.records));
+        let mut rev: Vec<String> = s
+            .addresses()
+            .iter()
+            .flat_map(|(name, ips)| ips.iter().map(move |ip| (name.clone(), *ip)))
+            .map(|(name, ip)| {
+                let key = crate::names::wire_key(&hickory_proto::rr::Name::from(ip));
+                let owners: Vec<Vec<u8>> = s
+                    .reverse(&key)
+                    .map(|set| {
+                        let mut v: Vec<Vec<u8>> = set.iter().map(<[u8]>::to_vec).collect();
+                        v.sort();
+                        v
+                    })
+                    .unwrap_or_default();
+                format!("{name} {ip} {owners:?}")
+            })
+            .collect();
+        rev.sort();
+        out.extend(rev);
+        out
+    }
+
+    /// Builds a tree from the final ZooKeeper state, parents first, as a full read does.
+    fn full_read(model: &BTreeMap<String, String>) -> Tree {
+        let l = Layout::new("/z").unwrap();
+        let mut t = Tree::new(None);
+        for depth in 1..=3 {
+            for (path, data) in model {
+                if path.matches('/').count() == depth - 1 {
+                    let st = NodeState {
+                        data: data.as_bytes().to_vec(),
+                        mzxid: 1,
+                        mtime: 1_000_000,
+                    };
+                    t.apply(&l, &format!("/z/zones/{path}"), Some(&st));
+                }
+            }
+        }
+        t
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        /// Any sequence of node changes, applied one by one as watch events arrive, gives the
+        /// same map as a full read of the final tree (with a full read wherever the tree asks
+        /// for one).
+        #[test]
+        fn events_in_any_order_equal_a_full_read(
+            ops in proptest::collection::vec((0usize..3, 0usize..9, 0usize..3, 0usize..8), 1..40)
+        ) {
+            let zones = ["a.t", "s.a.t", "b.t"];
+            let sets = ["web", "x.y", "y", "*", "*.y", "@", "m.s", "deep.x.y", "-"];
+            let members = [None, Some("m1"), Some("m2")];
+            let data = [
+                None,
+                Some(""),
+                Some(r#"{"A":["10.0.0.1"]}"#),
+                Some(r#"{"A":["10.0.0.2"],"AAAA":["fd00::2"]}"#),
+                Some(r#"{"CNAME":"web"}"#),
+                Some(r#"{"TXT":["t"],"ttl":9}"#),
+                Some(r#"{"A":["10.0.0.1"],"ttl":7}"#),
+                Some("{bad"),
+            ];
+            let names: Vec<String> = zones
+                .iter()
+                .flat_map(|z| {
+                    sets.iter()
+                        .map(move |n| match *n {
+                            "@" | "-" => z.to_string(),
+                            n => format!("{n}.{z}").replace('*', "w"),
+                        })
+                        .chain([format!("other.{z}"), format!("q.x.y.{z}")])
+                })
+                .collect();
+            let l = Layout::new("/z").unwrap();
+            let mut model: BTreeMap<String, String> = BTreeMap::new();
+            let mut tree = Tree::new(None);
+            for (z, n, m, d) in ops {
+                // "-" stands for the zone node itself
+                let path = match (sets[n], members[m]) {
+                    ("-", _) => zones[z].to_string(),
+                    (set, None) => format!("{}/{set}", zones[z]),
+                    (set, Some(member)) => format!("{}/{set}/{member}", zones[z]),
+                };
+                let value = data[d].filter(|_| path.contains('/') || d < 2);
+                // ZooKeeper's rules: parents exist before children, children go before their
+                // parent: make the missing parents first, delete the children first
+                let mut steps: Vec<(String, Option<&str>)> = Vec::new();
+                if value.is_some() {
+                    let mut p = path.as_str();
+                    let mut parents = Vec::new();
+                    while let Some((parent, _)) = p.rsplit_once('/') {
+                        if !model.contains_key(parent) {
+                            parents.push(parent.to_string());
+                        }
+                        p = parent;
+                    }
+                    steps.extend(parents.into_iter().rev().map(|p| (p, Some(""))));
+                } else {
+                    let mut children: Vec<String> = model
+                        .keys()
+                        .filter(|k| k.starts_with(&format!("{path}/")))
+                        .cloned()
+                        .collect();
+                    children.sort_by_key(|c| std::cmp::Reverse(c.matches('/').count()));
+                    steps.extend(children.into_iter().map(|c| (c, None)));
+                }
+                steps.push((path.clone(), value));
+                for (step, value) in steps {
+                    match value {
+                        Some(v) => model.insert(step.clone(), v.to_string()),
+                        None => model.remove(&step),
+                    };
+                    let st = value.map(|v| NodeState { data: v.as_bytes().to_vec(), mzxid: 1, mtime: 1_000_000 });
+                    if tree.apply(&l, &format!("/z/zones/{step}"), st.as_ref()) == Applied::Resync {
+                        tree = full_read(&model);
+                    }
+                }
+                let full = full_read(&model);
+                proptest::prop_assert_eq!(observe(&tree, &names), observe(&full, &names), "after {} = {:?}", path, value);
+            }
+        }
     }
 }

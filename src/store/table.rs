@@ -1,0 +1,239 @@
+//! A compact copy-on-write hash table from wire-format names to byte values. Entries live in
+//! per-shard arenas (`[key length][key][value length][value]`), indexed by a hash table of
+//! arena offsets: a name with one address costs some 50 bytes, not a handful of allocations.
+//! Each shard sits behind an `Arc`, so cloning the table for a new snapshot costs one reference
+//! count per shard, and a change copies only the shard it touches.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+
+const SHARDS: usize = 256;
+/// A shard whose dead bytes pass half its arena (and this size) is compacted.
+const COMPACT_MIN: usize = 4096;
+
+#[derive(Debug, Clone, Default)]
+struct Shard {
+    index: HashTable<u32>,
+    arena: Vec<u8>,
+    garbage: usize,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+impl Shard {
+    fn key_at(&self, off: u32) -> &[u8] {
+        let at = off as usize;
+        let len = self.arena[at] as usize;
+        &self.arena[at + 1..at + 1 + len]
+    }
+
+    /// Offset and length of the value of the entry at `off`.
+    fn value_span(&self, off: u32) -> (usize, usize) {
+        let at = off as usize;
+        let klen = self.arena[at] as usize;
+        let vlen = u32_at(&self.arena, at + 1 + klen) as usize;
+        (at + 1 + klen + 4, vlen)
+    }
+
+    fn entry_len(&self, off: u32) -> usize {
+        let (start, len) = self.value_span(off);
+        start + len - off as usize
+    }
+
+    fn value_at(&self, off: u32) -> &[u8] {
+        let (start, len) = self.value_span(off);
+        &self.arena[start..start + len]
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.index
+            .find(hash, |&off| self.key_at(off) == key)
+            .copied()
+    }
+
+    fn append(&mut self, key: &[u8], value: &[u8]) -> u32 {
+        let off = u32::try_from(self.arena.len()).expect("a shard arena stays below 4 GiB");
+        self.arena.push(key.len() as u8);
+        self.arena.extend_from_slice(key);
+        self.arena
+            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.arena.extend_from_slice(value);
+        off
+    }
+
+    /// Rewrites the arena with only the live entries.
+    fn compact(&mut self, hasher: &FixedState) {
+        let mut fresh = Shard {
+            index: HashTable::with_capacity(self.index.len()),
+            arena: Vec::with_capacity(self.arena.len() - self.garbage),
+            garbage: 0,
+        };
+        for &off in self.index.iter() {
+            let key = self.key_at(off);
+            let new = fresh.append(key, self.value_at(off));
+            let hash = hasher.hash_one(key);
+            let arena = &fresh.arena;
+            fresh.index.insert_unique(hash, new, |&o| {
+                let at = o as usize;
+                hasher.hash_one(&arena[at + 1..at + 1 + arena[at] as usize])
+            });
+        }
+        *self = fresh;
+    }
+}
+
+/// The table; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Table {
+    hasher: FixedState,
+    shards: Box<[Arc<Shard>]>,
+    len: usize,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            hasher: FixedState::with_seed(rand::random()),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl Table {
+    fn locate(&self, key: &[u8]) -> (u64, usize) {
+        let hash = self.hasher.hash_one(key);
+        (hash, (hash >> 56) as usize % SHARDS)
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let (hash, s) = self.locate(key);
+        let shard = &self.shards[s];
+        shard.find(hash, key).map(|off| shard.value_at(off))
+    }
+
+    /// Inserts or replaces. Keys are wire names, at most 255 bytes.
+    pub fn insert(&mut self, key: &[u8], value: &[u8]) {
+        debug_assert!(key.len() <= 255);
+        let (hash, s) = self.locate(key);
+        let hasher = self.hasher.clone();
+        let shard = Arc::make_mut(&mut self.shards[s]);
+        let new = shard.append(key, value);
+        let arena = &shard.arena;
+        let key_at = |o: u32| {
+            let at = o as usize;
+            &arena[at + 1..at + 1 + arena[at] as usize]
+        };
+        match shard.index.find_mut(hash, |&o| key_at(o) == key) {
+            Some(slot) => {
+                let old = *slot;
+                *slot = new;
+                shard.garbage += shard.entry_len(old);
+            }
+            None => {
+                shard
+                    .index
+                    .insert_unique(hash, new, |&o| hasher.hash_one(key_at(o)));
+                self.len += 1;
+            }
+        }
+        if shard.garbage > COMPACT_MIN && shard.garbage * 2 > shard.arena.len() {
+            shard.compact(&hasher);
+        }
+    }
+
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        let (hash, s) = self.locate(key);
+        if self.shards[s].find(hash, key).is_none() {
+            return false;
+        }
+        let hasher = self.hasher.clone();
+        let shard = Arc::make_mut(&mut self.shards[s]);
+        let arena = &shard.arena;
+        let Ok(entry) = shard.index.find_entry(hash, |&o| {
+            let at = o as usize;
+            arena[at + 1..at + 1 + arena[at] as usize] == *key
+        }) else {
+            return false;
+        };
+        let (off, _) = entry.remove();
+        shard.garbage += shard.entry_len(off);
+        self.len -= 1;
+        if shard.garbage > COMPACT_MIN && shard.garbage * 2 > shard.arena.len() {
+            shard.compact(&hasher);
+        }
+        true
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Every (key, value), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.index.iter().map(|&off| (s.key_at(off), s.value_at(off))))
+    }
+
+    /// Bytes held by the arenas and indexes (for tests and memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.arena.capacity() + s.index.capacity() * 5)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replace_remove_and_share() {
+        let mut a = Table::default();
+        for i in 0..5000u32 {
+            a.insert(&i.to_be_bytes(), &i.to_le_bytes());
+        }
+        let b = a.clone();
+        a.insert(&5u32.to_be_bytes(), b"five");
+        assert!(a.remove(&6u32.to_be_bytes()));
+        assert!(!a.remove(&6u32.to_be_bytes()));
+        assert_eq!(a.get(&5u32.to_be_bytes()), Some(&b"five"[..]));
+        assert_eq!(b.get(&5u32.to_be_bytes()), Some(&5u32.to_le_bytes()[..]));
+        assert_eq!(b.get(&6u32.to_be_bytes()), Some(&6u32.to_le_bytes()[..]));
+        assert_eq!((a.len(), b.len()), (4999, 5000));
+        assert_eq!(a.iter().count(), 4999);
+        let shared = a
+            .shards
+            .iter()
+            .zip(b.shards.iter())
+            .filter(|(x, y)| Arc::ptr_eq(x, y))
+            .count();
+        assert!(shared >= SHARDS - 2, "only written shards are copied");
+    }
+
+    #[test]
+    fn rewrites_compact_the_arena() {
+        let mut t = Table::default();
+        for round in 0..200u32 {
+            for i in 0..50u32 {
+                t.insert(&i.to_be_bytes(), &[round as u8; 100]);
+            }
+        }
+        assert_eq!(t.len(), 50);
+        for i in 0..50u32 {
+            assert_eq!(t.get(&i.to_be_bytes()), Some(&[199u8; 100][..]));
+        }
+        // 50 live entries of ~110 bytes rewritten 200 times (1.1 MB written): each shard
+        // keeps at most about COMPACT_MIN of dead bytes
+        let arena: usize = t.shards.iter().map(|s| s.arena.len()).sum();
+        assert!(arena < 50 * (2 * COMPACT_MIN + 220), "arena {arena} bytes");
+    }
+}
