@@ -495,6 +495,11 @@ pub async fn set(global: &GlobalArgs, args: SetArgs) -> Result<(), Failure> {
                 .map_err(ZkError::request(&layout.zone_of(&zone)))
                 .or_runtime()?;
         }
+        if args.kind == RecordKind::Cname && name.is_apex() {
+            return Err(Failure::input(anyhow!(
+                "{fqdn}: a CNAME cannot be at the zone apex, which has SOA and NS records"
+            )));
+        }
         let path = layout.set_of(&zone, &name);
         for _ in 0..ATTEMPTS {
             let current = get(client, &path).await?;
@@ -641,7 +646,7 @@ async fn read_existing_zone(
 /// Runs `zkdns export`.
 pub async fn export(global: &GlobalArgs, args: ExportArgs) -> Result<(), Failure> {
     with_session(global, async |client, layout| {
-        let zone = &args.zone;
+        let zone = args.zone();
         let nodes = read_existing_zone(client, layout, zone).await?;
         let settings = settings_of(zone, &nodes);
         let mut header = vec![format!(

@@ -9,28 +9,80 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use crate::import::ImportFormat;
 use crate::names::ZoneName;
 
 const EXAMPLES: &str = "\
 Examples:
   zkdns serve --listen 127.0.0.1:5353 --upstream 192.0.2.53
+  zkdns check --upstream 192.0.2.53
   zkdns import zones/cluster.test.zone
   zkdns set web.cluster.test A 10.0.0.5 10.0.0.6
   zkdns ls cluster.test
   dig @127.0.0.1 -p 5353 web.cluster.test";
 
 const IMPORT_HELP: &str = "\
-Each file goes to --zone, or else to the zone of its SOA owner, or else of its first $ORIGIN.
-Supported: A, AAAA, CNAME, TXT, SRV, MX, PTR, and SOA and NS at the zone apex (they become the
-zone's settings). A record set's TTL is the lowest of its records' TTLs; it is left out when it
-equals the SOA's TTL, so that it follows the zone's. SOA serial 0 means: derive the serial from
-the time of the last change. Any other type, a name outside the zone, NS below the apex, a
-CNAME beside other data, or a syntax error stops the import with FILE:LINE before anything is
-written. Running the same import twice changes nothing the second time.
+Formats (--format):
+  zone      RFC 1035 zone files. Each goes to --zone, or else to the zone of its SOA owner, or
+            else of its first $ORIGIN. A, AAAA, CNAME, TXT, SRV, MX, PTR, and SOA and NS at the
+            apex (they become the zone's settings). A record set's TTL is the lowest of its
+            records'; it is left out when it equals the SOA's TTL, so that it follows the
+            zone's. SOA serial 0 means: derive the serial from the time of the last change.
+  hosts     /etc/hosts syntax: ADDRESS NAME [ALIAS...] per line, # comments. Needs --zone.
+  json-map  the old system's single-znode map {\"hostname\": \"ip\", ...}; a value may also be a
+            list of addresses. Needs --zone. The default with --from-znode.
+In hosts files and JSON maps a name without a dot is relative to --zone (web ->
+web.<zone>); a name with a dot is absolute and must be in the zone. IPv4 addresses become A
+records, IPv6 ones AAAA; every name's addresses make one record set, which follows the zone's
+TTL. A name given in the input replaces that record set whole.
+
+Anything that cannot be imported (a syntax error, a bad address or name, a name outside the
+zone, an unsupported type) stops the import with FILE:LINE before anything is written.
+Running the same import twice changes nothing the second time.
 
 Examples:
   zkdns import zones/cluster.test.zone --dry-run
-  zkdns import zones/cluster.test.zone --prune";
+  zkdns import zones/cluster.test.zone --prune
+  zkdns import --format hosts --zone office.test zones/office.test.hosts
+  zkdns import --from-znode /services/hosts --zone cluster.test";
+
+const SERVE_HELP: &str = "\
+Names in the zones are answered from ZooKeeper's map (kept current by a watch); other names
+are forwarded to the upstreams. SIGTERM or SIGINT stops it: it stops taking queries,
+finishes the answers under way (a few seconds at most), closes its ZooKeeper session and
+exits 0.
+
+Examples:
+  zkdns serve --listen 127.0.0.53:53 --zone cluster.test
+  zkdns serve --listen 127.0.0.1:5353 --upstream 192.0.2.53,192.0.2.54 --metrics 127.0.0.1:9153
+  ZKDNS_ZK=zk1:2181,zk2:2181/dns ZKDNS_LISTEN=0.0.0.0:53 ZKDNS_ALLOW=10.0.0.0/8 zkdns serve";
+
+const CHECK_HELP: &str = "\
+Takes every flag and ZKDNS_* variable that serve takes, checks them as serve would, then
+connects to ZooKeeper (within --zk-session-timeout), looks for <root>/zones and the --zone
+zones, and sends each upstream a query for '. NS'. One line per check, OK or FAIL with the
+reason. Exit status: 0 all good, 1 something did not answer, 2 bad configuration.
+
+Examples:
+  zkdns check
+  zkdns check --zk zk1:2181,zk2:2181 --zone cluster.test --upstream 192.0.2.53";
+
+const EXPORT_HELP: &str = "\
+Examples:
+  zkdns export --zone cluster.test > cluster.test.zone
+  zkdns --zk zk2:2181 import cluster.test.zone      # copy the zone to another ensemble";
+
+const LS_HELP: &str = "\
+Examples:
+  zkdns ls
+  zkdns ls cluster.test
+  zkdns ls cluster.test --json";
+
+const RM_HELP: &str = "\
+Examples:
+  zkdns rm web.cluster.test AAAA
+  zkdns rm web.cluster.test
+  zkdns rm web.cluster.test --force";
 
 const SET_HELP: &str = "\
 Each VALUE is one record, given as one argument (quote the ones with spaces):
@@ -49,6 +101,7 @@ Examples:
 #[command(
     name = "zkdns",
     version,
+    propagate_version = true,
     about = "Service-discovery DNS stub serving names kept in ZooKeeper",
     after_help = EXAMPLES
 )]
@@ -96,30 +149,57 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the DNS stub: answer the zones from ZooKeeper, forward everything else
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
-    /// Load RFC 1035 zone files into ZooKeeper, idempotently, in multi-transactions
+    /// Check serve's configuration and whether ZooKeeper and the upstreams answer
+    #[command(after_help = CHECK_HELP)]
+    Check(CheckArgs),
+    /// Load zone files, hosts files or JSON maps into ZooKeeper, idempotently, in
+    /// multi-transactions
     #[command(after_help = IMPORT_HELP)]
     Import(ImportArgs),
     /// Print a zone as an RFC 1035 zone file that `import` reads back
+    #[command(after_help = EXPORT_HELP)]
     Export(ExportArgs),
     /// List the zones, or the records of one zone (registered members included)
+    #[command(after_help = LS_HELP)]
     Ls(LsArgs),
     /// Replace the records of one type at a name (creating its record set if needed)
     #[command(after_help = SET_HELP)]
     Set(SetArgs),
     /// Delete a name's record set, or just one type of records from it
+    #[command(after_help = RM_HELP)]
     Rm(RmArgs),
+    /// Publish this instance under a name while it runs (an ephemeral member)
+    #[command(after_help = REGISTER_HELP)]
+    Register(RegisterArgs),
+    /// Keep a block of a hosts file equal to the names of the zones
+    #[command(after_help = HOSTS_HELP)]
+    Hosts(HostsArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// Zone files ($ORIGIN, $TTL, $INCLUDE, relative names, multi-string TXT)
-    #[arg(required = true, value_name = "FILE")]
+    /// Files to load, in the --format given (zone files may use $INCLUDE)
+    #[arg(value_name = "FILE", required_unless_present = "from_znode")]
     pub files: Vec<PathBuf>,
-    /// Zone to load the files into; default: each file's SOA owner, else its first $ORIGIN
+    /// Read the input from this znode instead of files: a path in the --zk chroot, not under
+    /// --root (e.g. /services/hosts)
+    #[arg(
+        long,
+        env = "ZKDNS_IMPORT_FROM_ZNODE",
+        value_name = "PATH",
+        conflicts_with = "files"
+    )]
+    pub from_znode: Option<String>,
+    /// Input format; default: zone, or json-map with --from-znode
+    #[arg(long, env = "ZKDNS_IMPORT_FORMAT", value_enum)]
+    pub format: Option<ImportFormat>,
+    /// Zone to load into; zone files default to their SOA owner, else their first $ORIGIN;
+    /// hosts files and JSON maps need it
     #[arg(long, env = "ZKDNS_IMPORT_ZONE", value_parser = parse_zone)]
     pub zone: Option<ZoneName>,
-    /// Also delete the record sets that the files do not have (never one with live members)
+    /// Also delete the record sets that the input does not have (never one with live members)
     #[arg(long, env = "ZKDNS_IMPORT_PRUNE")]
     pub prune: bool,
     /// Print the changes (+ created, ~ updated, - deleted) and write nothing
@@ -129,9 +209,22 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    /// Zone to print (as `zkdns ls ZONE`; or give it with --zone)
+    #[arg(value_name = "ZONE", value_parser = parse_zone, required_unless_present = "zone")]
+    pub zone_arg: Option<ZoneName>,
     /// Zone to print
     #[arg(long, env = "ZKDNS_EXPORT_ZONE", value_parser = parse_zone)]
-    pub zone: ZoneName,
+    pub zone: Option<ZoneName>,
+}
+
+impl ExportArgs {
+    /// The zone, given either way (the positional one wins).
+    pub fn zone(&self) -> &ZoneName {
+        self.zone_arg
+            .as_ref()
+            .or(self.zone.as_ref())
+            .expect("clap requires one")
+    }
 }
 
 #[derive(Debug, Args)]
@@ -216,8 +309,9 @@ pub struct ServeArgs {
     /// nameservers of --resolv-conf
     #[arg(long = "upstream", env = "ZKDNS_UPSTREAM", value_delimiter = ',', value_parser = parse_upstream)]
     pub upstreams: Vec<SocketAddr>,
-    /// Answer REFUSED for names outside the zones instead of forwarding them
-    #[arg(long, env = "ZKDNS_NO_UPSTREAM", conflicts_with = "upstreams")]
+    /// Answer REFUSED for names outside the zones instead of forwarding them (not with
+    /// --upstream; checked after parsing, since clap counts ZKDNS_NO_UPSTREAM=false as given)
+    #[arg(long, env = "ZKDNS_NO_UPSTREAM")]
     pub no_upstream: bool,
     /// resolv.conf to take default upstreams from
     #[arg(long, env = "ZKDNS_RESOLV_CONF", default_value = "/etc/resolv.conf")]
@@ -231,6 +325,121 @@ pub struct ServeArgs {
     /// UDP sockets (and threads) per listen address; default: one per CPU
     #[arg(long, env = "ZKDNS_UDP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub udp_workers: Option<u16>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, readiness at /healthz and liveness
+    /// at /livez (e.g. 127.0.0.1:9153)
+    #[arg(long, env = "ZKDNS_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `check` takes exactly what `serve` takes (flags and `ZKDNS_*` variables alike), so that
+/// it checks the configuration the stub would run with.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+const REGISTER_HELP: &str = "\
+Creates the EPHEMERAL member <root>/zones/<zone>/<name>/<ID> holding the addresses, and keeps
+it while the process runs: checked after every reconnect, made again with a new session after
+the session expired, deleted (and the session closed) on SIGTERM/SIGINT. A record set that
+does not exist is created as a CONTAINER node, which ZooKeeper removes once its last member is
+gone. --port publishes an SRV record (priority 0, weight 0, target NAME) at NAME, or with
+--srv at _SERVICE._PROTO.NAME. With --check-cmd and/or --check-tcp the name is published after
+the first passing check, withdrawn after --check-fall failures in a row and restored after
+--check-rise passes in a row. ZooKeeper must be reachable at the start (exit 1 otherwise);
+later outages are ridden out.
+
+Examples:
+  zkdns register web.cluster.test
+  zkdns register web.cluster.test --addr 10.0.0.5 --port 8080 --srv _http._tcp
+  zkdns register web.cluster.test --check-cmd 'curl -fsS localhost:8080/health'";
+
+const HOSTS_HELP: &str = "\
+Writes one 'ADDRESS<TAB>NAME' line per address of every A/AAAA name between the lines
+'# BEGIN zkdns' and '# END zkdns' (appended when missing), and keeps every other byte of the
+file. Follows the map with the same watch as serve, coalescing bursts; the block is kept as
+it is while ZooKeeper is away. A file that is a bind mount (Docker's /etc/hosts) is rewritten
+in place. For small maps: glibc reads /etc/hosts line by line on every lookup.
+
+Examples:
+  zkdns hosts --file /etc/hosts
+  zkdns hosts --file /etc/hosts --once --zone cluster.test";
+
+#[derive(Debug, Args)]
+pub struct RegisterArgs {
+    /// Absolute name to publish, e.g. web.cluster.test (trailing dot optional)
+    #[arg(env = "ZKDNS_REGISTER_NAME")]
+    pub name: String,
+    /// Address to publish (repeatable, or comma-separated); default: this host's primary
+    /// address (the source address of its default route)
+    #[arg(
+        long = "addr",
+        env = "ZKDNS_REGISTER_ADDR",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub addrs: Vec<std::net::IpAddr>,
+    /// Zone of NAME; default: the longest zone under the root that NAME ends with (a zone
+    /// given here is created if missing)
+    #[arg(long, env = "ZKDNS_REGISTER_ZONE", value_parser = parse_zone)]
+    pub zone: Option<ZoneName>,
+    /// Port of the service: also publish an SRV record (0 0 PORT NAME.)
+    #[arg(long, env = "ZKDNS_REGISTER_PORT")]
+    pub port: Option<u16>,
+    /// Put the SRV record at _SERVICE._PROTO.NAME instead of NAME, e.g. _http._tcp
+    #[arg(
+        long,
+        env = "ZKDNS_REGISTER_SRV",
+        requires = "port",
+        value_name = "_SERVICE._PROTO"
+    )]
+    pub srv: Option<String>,
+    /// Member id, the name of the ephemeral znode; default: HOSTNAME-PID
+    #[arg(long, env = "ZKDNS_REGISTER_ID")]
+    pub id: Option<String>,
+    /// Health check: a shell command (sh -c) that exits 0 when the instance is healthy
+    #[arg(long, env = "ZKDNS_REGISTER_CHECK_CMD", value_name = "CMD")]
+    pub check_cmd: Option<String>,
+    /// Health check: healthy when a TCP connection to HOST:PORT opens
+    #[arg(long, env = "ZKDNS_REGISTER_CHECK_TCP", value_name = "HOST:PORT")]
+    pub check_tcp: Option<String>,
+    /// Time between health checks
+    #[arg(long, env = "ZKDNS_REGISTER_CHECK_INTERVAL", default_value = "2s",
+          value_parser = parse_positive_duration)]
+    pub check_interval: Duration,
+    /// Longest a health check may take before it counts as failed; default: the interval
+    #[arg(long, env = "ZKDNS_REGISTER_CHECK_TIMEOUT", value_parser = parse_positive_duration)]
+    pub check_timeout: Option<Duration>,
+    /// Passing checks in a row that restore a withdrawn name
+    #[arg(long, env = "ZKDNS_REGISTER_CHECK_RISE", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub check_rise: u32,
+    /// Failing checks in a row that withdraw the name
+    #[arg(long, env = "ZKDNS_REGISTER_CHECK_FALL", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub check_fall: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct HostsArgs {
+    /// The hosts file to keep the block in (created if missing), e.g. /etc/hosts
+    #[arg(long, env = "ZKDNS_HOSTS_FILE")]
+    pub file: PathBuf,
+    /// Write once, after the first full read of ZooKeeper, and exit
+    #[arg(long, env = "ZKDNS_HOSTS_ONCE")]
+    pub once: bool,
+    /// Zone whose names to write (repeatable, or comma-separated); default: every zone
+    /// under the root
+    #[arg(long = "zone", env = "ZKDNS_HOSTS_ZONE", value_delimiter = ',', value_parser = parse_zone)]
+    pub zones: Vec<ZoneName>,
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0".to_string()),
+        d => Ok(d),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

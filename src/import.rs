@@ -1,23 +1,28 @@
-//! `zkdns import`: zone files become the record sets of a zone ([`crate::zonefile`]), are
-//! compared with what ZooKeeper holds ([`plan`]), and the difference is written in
+//! `zkdns import`: the input (zone files via [`crate::zonefile`], hosts files and the old
+//! JSON map via [`crate::hostmap`], from files or one znode) becomes the record sets of a
+//! zone, is compared with what ZooKeeper holds ([`plan`]), and the difference is written in
 //! multi-transactions batched well below jute.maxbuffer ([`batches`]). Nothing is written
-//! until every file has been read without error. Planning and batching are pure; [`run`] does
-//! the I/O. Other input formats only need to produce a [`ZoneContent`].
+//! until every input has been read without error. Reading, planning and batching are pure;
+//! [`run`] does the I/O.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError};
 
 use crate::admin::{self, SetNode, ZoneNodes};
 use crate::cli::{GlobalArgs, ImportArgs};
 use crate::error::{Failure, ResultExt};
+use crate::hostmap::HostMap;
 use crate::names::{RelName, ZoneName};
 use crate::records::{RecordSetJson, ZoneJson};
 use crate::zk::{Layout, ZkError};
-use crate::zonefile::{ZoneBuilder, ZoneContent, detect_zone};
+use crate::zonefile::{ZoneBuilder, ZoneContent, ZoneFileError, detect_zone};
 
 /// Most operations in one multi-transaction.
 pub const BATCH_OPS: usize = 500;
@@ -25,6 +30,29 @@ pub const BATCH_OPS: usize = 500;
 pub const BATCH_BYTES: usize = 512 * 1024;
 /// Times an import re-reads and retries after someone else changed a node it was writing.
 const ATTEMPTS: usize = 3;
+/// Imports with more writes than this show a progress bar (when stderr is a terminal).
+pub const PROGRESS_MIN_OPS: usize = 1000;
+
+/// What the input of `zkdns import` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// RFC 1035 zone files
+    Zone,
+    /// /etc/hosts syntax: ADDRESS NAME [ALIAS…] lines
+    Hosts,
+    /// The old system's JSON map {"hostname": "ip", …}
+    JsonMap,
+}
+
+impl std::fmt::Display for ImportFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = self
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        f.write_str(&name)
+    }
+}
 
 /// A write, as one operation of a multi-transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,27 +466,110 @@ async fn commit(client: &Client, batch: &[Op]) -> Result<(), ApplyError> {
     }
 }
 
-/// Reads every file and builds each zone's content; any problem is an input error naming
-/// `FILE:LINE`.
-pub fn read_files(files: &[PathBuf], zone: Option<&ZoneName>) -> Result<Vec<ZoneContent>, Failure> {
-    let mut builders: BTreeMap<ZoneName, ZoneBuilder> = BTreeMap::new();
-    for path in files {
-        let shown = path.display().to_string();
+/// One input of an import: a file's or a znode's text.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// How messages name it: the file's path, or `znode PATH`.
+    pub name: String,
+    pub text: String,
+    /// The file, for zone files' `$INCLUDE`s.
+    pub path: Option<PathBuf>,
+}
+
+impl Source {
+    /// Reads a file (a leading byte-order mark dropped).
+    pub fn file(path: &std::path::Path) -> Result<Self, Failure> {
+        let name = path.display().to_string();
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Failure::input(anyhow!("cannot read {shown}: {e}")))?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let at = |e: crate::zonefile::ZoneFileError| Failure::input(anyhow!(e.at(&shown)));
+            .map_err(|e| Failure::input(anyhow!("cannot read {name}: {e}")))?;
+        Ok(Self::new(name, text, Some(path.to_path_buf())))
+    }
+
+    pub fn new(name: String, text: String, path: Option<PathBuf>) -> Self {
+        let text = match text.strip_prefix('\u{feff}') {
+            Some(rest) => rest.to_string(),
+            None => text,
+        };
+        Self { name, text, path }
+    }
+}
+
+/// Reads every input and builds each zone's content; any problem is an input error naming
+/// `SOURCE:LINE`. Zone files go to `zone`, else to the zone they name; hosts files and JSON
+/// maps need `zone`.
+pub fn read_sources(
+    sources: &[Source],
+    format: ImportFormat,
+    zone: Option<&ZoneName>,
+) -> Result<Vec<ZoneContent>, Failure> {
+    if format != ImportFormat::Zone {
+        let Some(zone) = zone else {
+            return Err(Failure::input(anyhow!(
+                "--format {format} needs --zone: the host names are relative to it"
+            )));
+        };
+        let mut map = HostMap::new(zone.clone());
+        for source in sources {
+            let added = match format {
+                ImportFormat::Hosts => map.add_hosts(&source.text),
+                _ => map.add_json_map(&source.text),
+            };
+            added.map_err(|e| Failure::input(anyhow!(e.at(&source.name))))?;
+        }
+        return Ok(vec![map.finish()]);
+    }
+    let mut builders: BTreeMap<ZoneName, ZoneBuilder> = BTreeMap::new();
+    for source in sources {
+        let (text, path) = (source.text.as_str(), source.path.as_deref());
+        let at = |e: ZoneFileError| {
+            let hint = format_hint(&source.name);
+            Failure::input(anyhow!("{}{hint}", e.at(&source.name)))
+        };
         let zone = match zone {
             Some(z) => z.clone(),
-            None => detect_zone(text, Some(path)).map_err(at)?,
+            None => detect_zone(text, path).map_err(at)?,
         };
         builders
             .entry(zone.clone())
             .or_insert_with(|| ZoneBuilder::new(zone))
-            .add_file(text, Some(path))
+            .add_file(text, path)
             .map_err(at)?;
     }
     Ok(builders.into_values().map(ZoneBuilder::finish).collect())
+}
+
+/// A hint for a zone file that failed to read but whose name says it is another format.
+fn format_hint(name: &str) -> &'static str {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    if base.ends_with(".json") {
+        " (a JSON map? pass --format json-map)"
+    } else if base == "hosts" || base.ends_with(".hosts") {
+        " (a hosts file? pass --format hosts)"
+    } else {
+        ""
+    }
+}
+
+/// Reads the input of `--from-znode`: a znode's data as text.
+async fn read_znode(client: &Client, path: &str) -> Result<Source, Failure> {
+    let name = format!("znode {path}");
+    let data = match client.get_data(path).await {
+        Ok((data, _)) => data,
+        Err(zookeeper_client::Error::NoNode) => {
+            return Err(Failure::input(anyhow!(
+                "--from-znode {path}: there is no such znode"
+            )));
+        }
+        Err(zookeeper_client::Error::BadArguments(why)) => {
+            return Err(Failure::input(anyhow!(
+                "--from-znode {path:?} is not a ZooKeeper path ({why})"
+            )));
+        }
+        Err(e) => return Err(Failure::runtime(ZkError::request(path)(e))),
+    };
+    let text = String::from_utf8(data)
+        .map_err(|_| Failure::input(anyhow!("{name}: its data is not UTF-8 text")))?;
+    Ok(Source::new(name, text, None))
 }
 
 /// Nodes from the top of the chroot down to `<root>/zones` that do not exist yet.
@@ -485,6 +596,21 @@ async fn missing_parents(client: &Client, layout: &Layout) -> Result<Vec<String>
     Ok(missing)
 }
 
+/// A progress bar on stderr for imports of more than [`PROGRESS_MIN_OPS`] writes, drawn only
+/// when stderr is a terminal (hidden otherwise, so logs and pipes stay clean).
+fn progress_bar(zone: &ZoneName, batches: &[Batch]) -> ProgressBar {
+    let ops: usize = batches.iter().map(|b| b.ops.len()).sum();
+    if ops <= PROGRESS_MIN_OPS || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{prefix}: [{bar:40}] {pos}/{len} writes, {eta} left")
+        .expect("valid template")
+        .progress_chars("=> ");
+    ProgressBar::with_draw_target(Some(ops as u64), ProgressDrawTarget::stderr())
+        .with_style(style)
+        .with_prefix(zone.to_string())
+}
+
 /// Brings one zone in ZooKeeper to `content`; returns what changed.
 async fn import_zone(
     client: &Client,
@@ -506,17 +632,26 @@ async fn import_zone(
             print!("{}", plan.diff());
             return Ok(plan.counts());
         }
+        let batches = batches(plan.units(layout), BATCH_OPS, BATCH_BYTES);
+        let progress = progress_bar(&content.zone, &batches);
         let mut conflict = None;
-        for batch in batches(plan.units(layout), BATCH_OPS, BATCH_BYTES) {
+        for batch in batches {
             match commit(client, &batch.ops).await {
-                Ok(()) => total.add(batch.counts),
-                Err(ApplyError::Other(e)) => return Err(Failure::runtime(e)),
+                Ok(()) => {
+                    total.add(batch.counts);
+                    progress.inc(batch.ops.len() as u64);
+                }
+                Err(ApplyError::Other(e)) => {
+                    progress.finish_and_clear();
+                    return Err(Failure::runtime(e));
+                }
                 Err(ApplyError::Conflict(path, e)) => {
                     conflict = Some((path, e));
                     break;
                 }
             }
         }
+        progress.finish_and_clear();
         let Some((path, e)) = conflict else {
             return Ok(total);
         };
@@ -533,33 +668,57 @@ async fn import_zone(
 /// Runs `zkdns import`.
 pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
     let layout = Layout::new(&global.root).or_input()?;
-    let zones = read_files(&args.files, args.zone.as_ref())?;
-    for zone in &zones {
-        for warning in &zone.warnings {
-            eprintln!("zkdns: warning: {warning}");
-        }
+    let format = args.format.unwrap_or(match args.from_znode {
+        Some(_) => ImportFormat::JsonMap,
+        None => ImportFormat::Zone,
+    });
+    if format != ImportFormat::Zone && args.zone.is_none() {
+        return Err(Failure::input(anyhow!(
+            "--format {format} needs --zone: the host names are relative to it"
+        )));
     }
+    // files are read and checked before ZooKeeper is asked anything
+    let from_files = match &args.from_znode {
+        Some(_) => None,
+        None => {
+            let sources = args
+                .files
+                .iter()
+                .map(|f| Source::file(f))
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(read_sources(&sources, format, args.zone.as_ref())?)
+        }
+    };
     let client = admin::connect(global).await?;
-    let mut result = Ok(());
-    for content in &zones {
-        match import_zone(&client, &layout, content, &args).await {
-            Ok(counts) => {
-                let note = match (args.dry_run, counts.is_zero()) {
-                    (true, _) => " (dry run: nothing written)",
-                    (false, true) => " (unchanged)",
-                    (false, false) => "",
-                };
-                println!(
-                    "{}: {} created, {} updated, {} deleted{note}",
-                    content.zone, counts.created, counts.updated, counts.deleted
-                );
+    let result = async {
+        let zones = match (from_files, &args.from_znode) {
+            (Some(zones), _) => zones,
+            (None, Some(path)) => {
+                let source = read_znode(&client, path).await?;
+                read_sources(&[source], format, args.zone.as_ref())?
             }
-            Err(e) => {
-                result = Err(e);
-                break;
+            (None, None) => unreachable!("files or --from-znode"),
+        };
+        for zone in &zones {
+            for warning in &zone.warnings {
+                eprintln!("zkdns: warning: {warning}");
             }
         }
+        for content in &zones {
+            let counts = import_zone(&client, &layout, content, &args).await?;
+            let note = match (args.dry_run, counts.is_zero()) {
+                (true, _) => " (dry run: nothing written)",
+                (false, true) => " (unchanged)",
+                (false, false) => "",
+            };
+            println!(
+                "{}: {} created, {} updated, {} deleted{note}",
+                content.zone, counts.created, counts.updated, counts.deleted
+            );
+        }
+        Ok(())
     }
+    .await;
     crate::zk::close(client).await;
     result
 }

@@ -2,26 +2,22 @@
 //! exit status (0 success, 2 bad usage or input, 1 runtime failure).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
-use zkdns::cli::{Cli, Command, LogFormat};
+use zkdns::cli::{Cli, Command};
+
+/// After `run` returns, how long stray tasks (none expected) may hold up the exit.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // the daemon logs its state changes; one-shot commands only what goes wrong
-    let default = match cli.command {
-        Command::Serve(_) => "info,zookeeper_client=warn",
-        _ => "warn",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.global.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    let daemon = matches!(
+        cli.command,
+        Command::Serve(_) | Command::Register(_) | Command::Hosts(_)
+    );
+    zkdns::logging::init(cli.global.log_format, daemon);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -29,7 +25,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(zkdns::run(cli)) {
+    let outcome = runtime.block_on(zkdns::run(cli));
+    // a task that ignores cancellation must not keep a stopped daemon from exiting
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("zkdns: error: {failure}");

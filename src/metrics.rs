@@ -100,6 +100,8 @@ pub struct Counters {
     /// Upstream exchanges that failed (refused, bad reply) or timed out.
     pub upstream_errors: AtomicU64,
     pub upstream_timeouts: AtomicU64,
+    /// 1 while the ZooKeeper session is connected, else 0.
+    pub zk_connected: AtomicU64,
     /// ZooKeeper sessions established (the first and every one after an expiry).
     pub zk_sessions: AtomicU64,
     /// Reconnects within a session.

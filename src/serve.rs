@@ -1,5 +1,6 @@
 //! `zkdns serve`: binds the listeners, starts the ZooKeeper sync task, and answers until
-//! SIGTERM/SIGINT. Also picks the default upstreams from resolv.conf, never the stub itself.
+//! SIGTERM/SIGINT, with the metrics and health endpoints on `--metrics`. Also picks the
+//! default upstreams from resolv.conf, never the stub itself.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +14,8 @@ use crate::cli::{GlobalArgs, ServeArgs};
 use crate::dns::forward::Forwarder;
 use crate::dns::server::{self, Acl, Handler};
 use crate::error::{Failure, ResultExt};
+use crate::exposition::Sources;
+use crate::http::{self, Endpoints};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::zk::sync::Sync;
@@ -40,8 +43,15 @@ fn is_self(upstream: SocketAddr, listen: &[SocketAddr]) -> bool {
     })
 }
 
-fn pick_upstreams(args: &ServeArgs, listen: &[SocketAddr]) -> Result<Vec<SocketAddr>, Failure> {
+/// The upstreams `serve` forwards to: `--upstream`, or else the nameservers of
+/// `--resolv-conf`; none with `--no-upstream`. An upstream that is the stub itself is bad input.
+pub fn pick_upstreams(args: &ServeArgs, listen: &[SocketAddr]) -> Result<Vec<SocketAddr>, Failure> {
     if args.no_upstream {
+        if !args.upstreams.is_empty() {
+            return Err(Failure::input(anyhow::anyhow!(
+                "--no-upstream and --upstream exclude each other"
+            )));
+        }
         return Ok(Vec::new());
     }
     if !args.upstreams.is_empty() {
@@ -81,6 +91,10 @@ pub async fn run(
         usize::from,
     );
     let sockets = server::bind(&args.listen, workers).await.or_runtime()?;
+    let http_listener = match args.metrics {
+        Some(addr) => Some(http::bind(addr).await.or_runtime()?),
+        None => None,
+    };
     let bound: Vec<SocketAddr> = sockets.iter().map(|l| l.udp.local).collect();
     let upstreams = pick_upstreams(&args, &bound)?;
     info!(?upstreams, "forwarding names outside the zones");
@@ -95,10 +109,21 @@ pub async fn run(
         Acl::new(args.allow.clone()),
         &args.zones,
     ));
+    let http_task = http_listener.map(|listener| {
+        let endpoints = Endpoints::new(Sources {
+            metrics: metrics.clone(),
+            store: store.clone(),
+            upstreams: Some(handler.forwarder.health()),
+        });
+        tokio::spawn(http::serve(listener, Arc::new(endpoints), cancel.clone()))
+    });
     let sync = Sync::new(zk, layout, Tree::new(filter), store).with_metrics(metrics);
     let sync_task = tokio::spawn(sync.run(cancel.clone()));
     server::serve(sockets, handler, cancel).await;
     sync_task.await.context("sync task failed").or_runtime()?;
+    if let Some(task) = http_task {
+        task.await.context("metrics server failed").or_runtime()?;
+    }
     info!("stopped");
     Ok(())
 }

@@ -463,13 +463,19 @@ pub struct ZoneContent {
 
 impl ZoneContent {
     /// The zone's settings once the files are loaded over `current`: their SOA replaces the
-    /// zone's TTL and SOA, their NS records its NS list (left out when it is just the SOA's
+    /// zone's TTL and SOA (both left out when they are zkdns's defaults, as in the export of a
+    /// zone without settings), their NS records its NS list (left out when it is just the SOA's
     /// mname, the default); what the files lack stays as it was.
     pub fn settings(&self, current: &ZoneJson) -> ZoneJson {
         let mut settings = current.clone();
         if let Some((ttl, soa)) = &self.soa {
-            settings.ttl = Some(*ttl);
-            settings.soa = Some(soa.clone());
+            if (*ttl, soa) == (DEFAULT_TTL, &default_soa(&self.zone)) {
+                settings.ttl = None;
+                settings.soa = None;
+            } else {
+                settings.ttl = Some(*ttl);
+                settings.soa = Some(soa.clone());
+            }
         }
         if !self.ns.is_empty() {
             let default_ns = settings
@@ -502,6 +508,20 @@ impl ZoneContent {
             }
         }
         sets
+    }
+}
+
+/// The SOA of a zone without settings, as a file gives it (serial 0: derived).
+fn default_soa(zone: &ZoneName) -> SoaJson {
+    let d = ZoneSettings::defaults(zone);
+    SoaJson {
+        mname: Some(absolute(&d.mname)),
+        rname: Some(absolute(&d.rname)),
+        serial: d.serial,
+        refresh: Some(d.refresh),
+        retry: Some(d.retry),
+        expire: Some(d.expire),
+        minimum: Some(d.minimum),
     }
 }
 
@@ -648,6 +668,11 @@ impl ZoneBuilder {
             RData::A(a) => self.set_mut(&name, ttl).a.push(a.0),
             RData::AAAA(a) => self.set_mut(&name, ttl).aaaa.push(a.0),
             RData::CNAME(c) => {
+                if name.is_apex() {
+                    return Err(format!(
+                        "{fqdn}: a CNAME cannot be at the zone apex, which has SOA and NS records"
+                    ));
+                }
                 let target = absolute(&c.0);
                 let set = self.set_mut(&name, ttl);
                 match &set.cname {
@@ -857,7 +882,14 @@ pub fn render(
     }
     for set in sets {
         let lines = rdata_lines(&set.data, zone);
-        if lines.is_empty() {
+        if lines.is_empty() && set.comments.is_empty() {
+            // RFC 1035 has no way to write a name without records
+            let _ = writeln!(
+                out,
+                "; {} has no records (it answers NODATA); a zone file cannot hold it",
+                set.name
+            );
+        } else if lines.is_empty() {
             let _ = writeln!(out, "; {} has no records of its own", set.name);
         }
         for (rtype, rdata) in lines {
@@ -1050,6 +1082,7 @@ db      IN A   10.0.2.1
             ("other.example. IN A 10.0.0.1\n", "outside the zone"),
             ("sub IN NS ns.example.\n", "delegation"),
             ("web IN CNAME api\n", "CNAME"),
+            ("@ IN CNAME web\n", "zone apex"),
             ("sub IN SOA a b 1 2 3 4 5\n", "apex"),
             ("x CH A 10.0.0.1\n", "class"),
             ("x 60 IN A 10.0.0.1 10.0.0.2\n", "after the A record"),
@@ -1100,10 +1133,39 @@ db      IN A   10.0.2.1
 
     #[test]
     fn serial_zero_means_derived_and_default_ns_is_dropped() {
-        let c = load("$TTL 5\n@ IN SOA ns hostmaster 0 3600 600 86400 5\n@ IN NS ns\n").unwrap();
+        let c = load("$TTL 5\n@ IN SOA ns1 hostmaster 0 3600 600 86400 5\n@ IN NS ns1\n").unwrap();
         let (z, _) = stored(&c);
         assert_eq!(z.soa.unwrap().serial, None);
         assert!(z.ns.is_empty());
+    }
+
+    #[test]
+    fn the_default_soa_is_no_settings() {
+        let c = load(
+            "$TTL 5\n@ IN SOA ns hostmaster 0 3600 600 86400 5\n@ IN NS ns\nweb IN A 10.0.0.1\n",
+        )
+        .unwrap();
+        let current = ZoneJson {
+            ttl: Some(5),
+            soa: Some(SoaJson {
+                refresh: Some(3600),
+                ..Default::default()
+            }),
+            ns: vec!["a.example.".into()],
+        };
+        assert_eq!(c.settings(&current), ZoneJson::default());
+        // a zone without settings exports to a file that imports as a zone without settings
+        let text = export(&(ZoneJson::default(), c.sets_for(&ZoneJson::default())));
+        assert!(
+            text.contains("IN SOA   ns.cluster.test. hostmaster.cluster.test. 0 "),
+            "{text}"
+        );
+        assert_eq!(stored(&load(&text).unwrap()).0, ZoneJson::default());
+        // anything else is kept whole
+        let c = load("$TTL 5\n@ IN SOA ns hostmaster 0 3600 600 86400 6\n").unwrap();
+        assert_eq!(stored(&c).0.soa.unwrap().refresh, Some(3600));
+        let c = load("$TTL 6\n@ IN SOA ns hostmaster 0 3600 600 86400 5\n").unwrap();
+        assert_eq!(stored(&c).0.ttl, Some(6));
     }
 
     #[test]

@@ -2,16 +2,18 @@
 //! with a fresh random ID from a fresh socket (random source port), and only a reply from the
 //! upstream's address and port with that ID and the same question is accepted (RFC 5452). The
 //! reply is relayed as received, with the client's ID put back. Upstreams are tried in turn,
-//! starting with the last one that answered.
+//! starting with the last one that answered. [`UpstreamHealth`] remembers which upstreams
+//! answer, so that the log says once when one stops and once when it answers again.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::{Instant, timeout_at};
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use crate::dns::wire::{HEADER_LEN, Query};
 use crate::metrics::Counters;
@@ -25,6 +27,48 @@ pub struct Forwarder {
     timeout: Duration,
     /// Index of the upstream that answered last; tried first.
     preferred: AtomicUsize,
+    health: Arc<UpstreamHealth>,
+}
+
+/// Whether each upstream answered its last exchange. Only a change of state is logged (warn
+/// when an upstream starts failing, info when it answers again), so an upstream that is down
+/// costs one log line, not one per forwarded query. Forwarding runs on the async side, so the
+/// one atomic load per exchange never touches the UDP answer path.
+#[derive(Debug)]
+pub struct UpstreamHealth {
+    upstreams: Vec<SocketAddr>,
+    down: Box<[AtomicBool]>,
+}
+
+impl UpstreamHealth {
+    fn new(upstreams: &[SocketAddr]) -> Self {
+        Self {
+            upstreams: upstreams.to_vec(),
+            down: upstreams.iter().map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    /// Each upstream and whether its last exchange succeeded (true until one fails).
+    pub fn states(&self) -> impl Iterator<Item = (SocketAddr, bool)> + '_ {
+        self.upstreams
+            .iter()
+            .zip(self.down.iter())
+            .map(|(up, down)| (*up, !down.load(Ordering::Relaxed)))
+    }
+
+    fn answered(&self, idx: usize) {
+        let down = &self.down[idx];
+        if down.load(Ordering::Relaxed) && down.swap(false, Ordering::Relaxed) {
+            info!(upstream = %self.upstreams[idx], "upstream {} answers again", self.upstreams[idx]);
+        }
+    }
+
+    fn failed(&self, idx: usize, error: &std::io::Error) {
+        let down = &self.down[idx];
+        if !down.load(Ordering::Relaxed) && !down.swap(true, Ordering::Relaxed) {
+            warn!(upstream = %self.upstreams[idx], %error, "upstream {} is failing: {error}", self.upstreams[idx]);
+        }
+    }
 }
 
 /// Why a forward failed.
@@ -39,10 +83,21 @@ pub enum ForwardError {
 impl Forwarder {
     pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
         Self {
+            health: Arc::new(UpstreamHealth::new(&upstreams)),
             upstreams,
             timeout,
             preferred: AtomicUsize::new(0),
         }
+    }
+
+    /// The per-upstream state tracker, for metrics.
+    pub fn health(&self) -> Arc<UpstreamHealth> {
+        self.health.clone()
+    }
+
+    /// How long one upstream is given before the next is tried.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn has_upstreams(&self) -> bool {
@@ -87,6 +142,7 @@ impl Forwarder {
             match result {
                 Ok(mut reply) => {
                     self.preferred.store(idx, Ordering::Relaxed);
+                    self.health.answered(idx);
                     reply[..2].copy_from_slice(&q.id.to_be_bytes());
                     return Ok(reply);
                 }
@@ -97,12 +153,38 @@ impl Forwarder {
                         &counters.upstream_errors
                     };
                     Counters::add(counter, 1);
+                    self.health.failed(idx, &e);
                     debug!(%upstream, error = %e, "upstream failed");
                 }
             }
         }
         Err(ForwardError::AllFailed)
     }
+}
+
+/// What [`probe`] learnt from an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeReply {
+    /// The RCODE of the reply.
+    pub rcode: u16,
+    pub elapsed: Duration,
+}
+
+/// Sends `. NS` with RD to `upstream` over UDP, exactly as a forwarded query goes, and waits up
+/// to `timeout` for a matching reply of any RCODE.
+pub async fn probe(upstream: SocketAddr, timeout: Duration) -> std::io::Result<ProbeReply> {
+    let id: u16 = rand::random();
+    let mut query = Vec::with_capacity(HEADER_LEN + 5);
+    query.extend_from_slice(&id.to_be_bytes());
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    query.extend_from_slice(&[0, 0, 2, 0, 1]); // root, NS, IN
+    let started = Instant::now();
+    let question = query[HEADER_LEN..].to_vec();
+    let reply = exchange_udp(upstream, &query, id, &question, started + timeout).await?;
+    Ok(ProbeReply {
+        rcode: u16::from(reply[3] & 0x0F),
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Whether `reply` answers our query: a response, our ID, our question, byte for byte.
@@ -181,6 +263,23 @@ async fn exchange_tcp(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_state_changes_once_per_transition() {
+        let ups: Vec<SocketAddr> = vec![
+            "192.0.2.1:53".parse().unwrap(),
+            "192.0.2.2:53".parse().unwrap(),
+        ];
+        let health = UpstreamHealth::new(&ups);
+        let states = |h: &UpstreamHealth| h.states().map(|(_, up)| up).collect::<Vec<_>>();
+        assert_eq!(states(&health), vec![true, true]);
+        let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out");
+        health.failed(1, &e);
+        health.failed(1, &e);
+        assert_eq!(states(&health), vec![true, false]);
+        health.answered(1);
+        assert_eq!(states(&health), vec![true, true]);
+    }
 
     #[test]
     fn reply_must_match_id_and_question() {

@@ -1,6 +1,7 @@
 //! The listeners: UDP and TCP on every `--listen` address. Each packet is checked against the
 //! client ACL, parsed, answered from the current snapshot or handed to the forwarder, and never
-//! allowed to take the server down. Every loop stops when the cancellation token fires.
+//! allowed to take the server down. Every loop stops when the cancellation token fires; the
+//! answers already under way are finished within a grace period (see [`serve`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -35,6 +36,9 @@ const TCP_IDLE: Duration = Duration::from_secs(10);
 const MAX_TCP_CONNECTIONS: usize = 512;
 /// Forwarded queries in flight at once; past this, queries are dropped and clients retry.
 const MAX_FORWARDS: usize = 4096;
+/// At shutdown, how long TCP connections get to finish the query they are answering (or the
+/// upstream timeout, if longer, so that a forwarded query can still be answered).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -107,6 +111,23 @@ impl Handler {
         let mut buf = [0u8; 257];
         let key = q.key(&mut buf);
         label_offsets(key).any(|at| self.configured_zones.iter().any(|z| **z == key[at..]))
+    }
+
+    /// How long shutdown waits for answers under way: a forwarded query gets its upstream
+    /// timeout, a TCP connection at least [`SHUTDOWN_GRACE`].
+    fn shutdown_grace(&self) -> Duration {
+        SHUTDOWN_GRACE.max(self.forwarder.timeout())
+    }
+
+    /// Waits until no forwarded query is in flight, or `deadline`; returns how many are left.
+    /// Every forward holds a permit of `forwards` while it runs, so all permits back means
+    /// all forwards done (new ones are no longer started: the listeners have stopped).
+    async fn drain_forwards(&self, deadline: tokio::time::Instant) -> usize {
+        let all = MAX_FORWARDS as u32;
+        match tokio::time::timeout_at(deadline, self.forwards.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => MAX_FORWARDS - self.forwards.available_permits(),
+        }
     }
 
     fn options(&self) -> AnswerOptions {
@@ -219,7 +240,10 @@ pub async fn bind(listen: &[SocketAddr], udp_workers: usize) -> Result<Vec<Liste
     Ok(out)
 }
 
-/// Serves on the bound sockets until `cancel` fires.
+/// Serves on the bound sockets until `cancel` fires. Then it stops taking queries, lets the
+/// UDP workers send the replies of the batch in hand, gives TCP connections and forwarded
+/// queries the grace period ([`SHUTDOWN_GRACE`], or the upstream timeout if longer) to finish,
+/// and abandons what is left.
 pub async fn serve(listeners: Vec<Listener>, handler: Arc<Handler>, cancel: CancellationToken) {
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
@@ -244,6 +268,8 @@ pub async fn serve(listeners: Vec<Listener>, handler: Arc<Handler>, cancel: Canc
         tasks.spawn(serve_tcp(tcp, handler.clone(), cancel.clone()));
     }
     cancel.cancelled().await;
+    let deadline = tokio::time::Instant::now() + handler.shutdown_grace();
+    info!("stopped taking queries; finishing the answers under way");
     stop.store(true, Ordering::Relaxed);
     for group in &groups {
         group.wake();
@@ -254,18 +280,34 @@ pub async fn serve(listeners: Vec<Listener>, handler: Arc<Handler>, cancel: Canc
         }
     })
     .await;
+    drop(groups);
     while tasks.join_next().await.is_some() {}
+    let abandoned = handler.drain_forwards(deadline).await;
+    if abandoned > 0 {
+        warn!("abandoned {abandoned} forwarded queries still waiting for an upstream");
+    }
 }
 
 async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, cancel: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     let mut conns = JoinSet::new();
+    // accept errors (e.g. out of file descriptors) repeat until the cause goes: log the change
+    let mut accept_failing = false;
     loop {
         let (stream, client) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    if std::mem::take(&mut accept_failing) {
+                        info!("TCP accept works again");
+                    }
+                    x
+                }
                 Err(e) => {
-                    warn!(error = %e, "TCP accept failed");
+                    if !std::mem::replace(&mut accept_failing, true) {
+                        warn!(error = %e, "TCP accept failing; retrying");
+                    } else {
+                        debug!(error = %e, "TCP accept still failing");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -273,35 +315,54 @@ async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, cancel: Cancell
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             () = cancel.cancelled() => break,
         };
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = cancel.cancelled() => break,
         };
         let handler = handler.clone();
         let cancel = cancel.clone();
         conns.spawn(async move {
             let _permit = permit;
-            tokio::select! {
-                r = serve_tcp_conn(stream, client, &handler) => {
-                    if let Err(e) = r {
-                        debug!(%client, error = %e, "TCP connection ended");
-                    }
-                }
-                () = cancel.cancelled() => {}
+            if let Err(e) = serve_tcp_conn(stream, client, &handler, &cancel).await {
+                debug!(%client, error = %e, "TCP connection ended");
             }
         });
+    }
+    // stop accepting at once; connections still answering get the grace period
+    let local = listener.local_addr().ok();
+    drop(listener);
+    let grace = handler.shutdown_grace();
+    let drained =
+        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!(
+            listen = ?local,
+            "closing {} TCP connections still answering after {grace:?}",
+            conns.len()
+        );
     }
     conns.shutdown().await;
 }
 
+/// Answers the queries of one TCP connection until the client closes it, it idles, or
+/// `cancel` fires while it waits for the next query (a query already read is answered).
 async fn serve_tcp_conn(
     mut stream: TcpStream,
     client: SocketAddr,
     handler: &Handler,
+    cancel: &CancellationToken,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(4096);
     loop {
         let mut len = [0u8; 2];
-        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)).await {
+        let read = tokio::select! {
+            r = tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)) => r,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        match read {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Ok(Err(e)) => return Err(e),

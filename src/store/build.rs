@@ -104,6 +104,12 @@ impl Builder {
         Self::default()
     }
 
+    /// Gives back spare capacity after a full build.
+    pub fn shrink_to_fit(&mut self) {
+        self.snap.nodes.shrink_to_fit();
+        self.snap.reverse.shrink_to_fit();
+    }
+
     /// The current snapshot; shares all unchanged data with the builder.
     pub fn snapshot(&self) -> Snapshot {
         self.snap.clone()

@@ -182,6 +182,24 @@ impl Table {
             .flat_map(|s| s.index.iter().map(|&off| (s.key_at(off), s.value_at(off))))
     }
 
+    /// Gives back the arenas' and indexes' spare capacity (after a full build, when no
+    /// further growth is expected soon).
+    pub fn shrink_to_fit(&mut self) {
+        let hasher = self.hasher.clone();
+        for shard in self.shards.iter_mut() {
+            let shard = Arc::make_mut(shard);
+            if shard.garbage > 0 {
+                shard.compact(&hasher);
+            }
+            shard.arena.shrink_to_fit();
+            let arena = &shard.arena;
+            shard.index.shrink_to(0, |&o| {
+                let at = o as usize;
+                hasher.hash_one(&arena[at + 1..at + 1 + arena[at] as usize])
+            });
+        }
+    }
+
     /// Bytes held by the arenas and indexes (for tests and memory accounting).
     pub fn heap_bytes(&self) -> usize {
         self.shards

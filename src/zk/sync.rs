@@ -107,13 +107,18 @@ impl Sync {
             backoff = BACKOFF_MIN;
             info!(session = %client.session_id(), "ZooKeeper session established");
             Counters::add(&self.metrics.counters.zk_sessions, 1);
+            Counters::set(&self.metrics.counters.zk_connected, 1);
             match self.session(&client, &cancel).await {
                 End::Cancelled => {
+                    let session = client.session_id();
                     close(client).await;
+                    Counters::set(&self.metrics.counters.zk_connected, 0);
+                    info!(%session, "ZooKeeper session closed");
                     return;
                 }
                 End::Terminal(state) => {
                     self.store.set_connected(false);
+                    Counters::set(&self.metrics.counters.zk_connected, 0);
                     Counters::add(&self.metrics.counters.zk_expirations, 1);
                     warn!(
                         ?state,
@@ -135,6 +140,8 @@ impl Sync {
         let mut need_watch = true;
         let mut need_resync = true;
         let mut retry_at: Option<tokio::time::Instant> = None;
+        // a read that fails while connected (e.g. an ACL) keeps failing: say so once
+        let mut read_failure_logged = false;
         loop {
             if need_watch && retry_at.is_none() {
                 match client
@@ -166,7 +173,12 @@ impl Sync {
                         if is_terminal(client) {
                             return End::Terminal(client.state());
                         }
-                        debug!(error = %e, "full read failed; retrying");
+                        if client.state() == SessionState::SyncConnected && !read_failure_logged {
+                            read_failure_logged = true;
+                            warn!(error = %e, "cannot read the zones from ZooKeeper; retrying");
+                        } else {
+                            debug!(error = %e, "full read failed; retrying");
+                        }
                         retry_at = Some(tokio::time::Instant::now() + BACKOFF_MIN * 5);
                     }
                 }
@@ -194,11 +206,13 @@ impl Sync {
                     match ev.session_state {
                         SessionState::Disconnected => {
                             self.store.set_connected(false);
+                            Counters::set(&self.metrics.counters.zk_connected, 0);
                             warn!("ZooKeeper connection lost; serving the last map (stale)");
                         }
                         SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                             info!("ZooKeeper connection back; re-reading the zones");
                             Counters::add(&self.metrics.counters.zk_reconnects, 1);
+                            Counters::set(&self.metrics.counters.zk_connected, 1);
                             need_watch = true;
                             need_resync = true;
                             retry_at = None;
@@ -230,7 +244,8 @@ impl Sync {
     /// Reads the whole subtree and replaces the map with it.
     async fn resync(&mut self, client: &Client) -> Result<(), ReadError> {
         let started = Instant::now();
-        let tree = full_read(client, &self.layout, &self.tree).await?;
+        let mut tree = full_read(client, &self.layout, &self.tree).await?;
+        tree.shrink_to_fit();
         self.tree = tree;
         let snapshot = self.tree.snapshot();
         let names = snapshot.names;

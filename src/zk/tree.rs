@@ -101,6 +101,11 @@ impl Tree {
         }
     }
 
+    /// Gives back spare capacity after a full read.
+    pub fn shrink_to_fit(&mut self) {
+        self.builder.shrink_to_fit();
+    }
+
     /// The snapshot of everything applied so far.
     pub fn snapshot(&self) -> Snapshot {
         self.builder.snapshot()

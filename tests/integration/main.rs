@@ -3,6 +3,9 @@
 
 mod support;
 
+mod hosts;
+mod observability;
+mod register;
 mod serve_bad_data;
 mod serve_clients;
 mod serve_forward;

@@ -1,6 +1,7 @@
-//! The zone tooling against a real ZooKeeper, through the real binary: `import` (idempotent,
-//! dry runs, bad lines, pruning, batching), `export` round trips, `set`, `rm` and `ls`, and
-//! what `zkdns serve` answers after an import.
+//! The zone tooling against a real ZooKeeper, through the real binary: `import` of zone files,
+//! hosts files and JSON maps, from files or a znode (idempotent, dry runs, bad lines, pruning,
+//! batching, the progress bar), `export` round trips of every example in zones/, `set`, `rm`
+//! and `ls`, and what `zkdns serve` answers after an import.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -509,6 +510,10 @@ async fn set_rm_and_ls_edit_and_show_record_sets() {
             vec!["set", "api.cluster.test", "A", "10.0.0.1"],
             "CNAME cannot sit beside",
         ),
+        (
+            vec!["set", "cluster.test", "CNAME", "web"],
+            "cannot be at the zone apex",
+        ),
         (vec!["set", "x.cluster.test", "HINFO", "a"], "invalid value"),
         (
             vec!["set", "bad name.cluster.test", "A", "10.0.0.1"],
@@ -561,7 +566,8 @@ async fn concurrent_sets_on_one_name_lose_nothing() {
             let mut cmd = zkdns_cmd(zk, &root);
             cmd.args(["set", "busy.cluster.test"])
                 .args(*edit)
-                .env("RUST_LOG", "warn");
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null());
             cmd.spawn().expect("spawn zkdns set")
         })
         .collect();
@@ -718,4 +724,447 @@ async fn unreachable_zookeeper_exits_1() {
             r.stderr
         );
     }
+}
+
+/// The examples in zones/, each with the import flags its format needs: `<zone>.zone`,
+/// `<zone>.hosts` and `<zone>.json` (the old JSON map).
+fn examples() -> Vec<(PathBuf, String, Vec<String>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("zones/") {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_string();
+        let (zone, ext) = file
+            .rsplit_once('.')
+            .expect("zones/ files have an extension");
+        let flags: Vec<String> = match ext {
+            "zone" => vec![],
+            "hosts" => vec![
+                "--format".into(),
+                "hosts".into(),
+                "--zone".into(),
+                zone.into(),
+            ],
+            "json" => vec![
+                "--format".into(),
+                "json-map".into(),
+                "--zone".into(),
+                zone.into(),
+            ],
+            other => panic!("zones/{file}: no test knows the format of .{other} files"),
+        };
+        out.push((path.clone(), zone.to_string(), flags));
+    }
+    out.sort();
+    out
+}
+
+fn with_flags<'a>(first: &[&'a str], flags: &'a [String]) -> Vec<&'a str> {
+    first
+        .iter()
+        .copied()
+        .chain(flags.iter().map(String::as_str))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_in_zones_imports_idempotently_and_round_trips_through_export() {
+    let zk = ZooKeeper::shared();
+    let c = zk.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let examples = examples();
+    let formats: Vec<&str> = examples
+        .iter()
+        .map(|(p, _, _)| p.extension().unwrap().to_str().unwrap())
+        .collect();
+    for want in ["zone", "hosts", "json"] {
+        assert!(formats.contains(&want), "zones/ has no .{want} example");
+    }
+    for (path, zone, flags) in &examples {
+        let (a, b) = (unique_root(), unique_root());
+        let file = path_str(path);
+        let out = ok(zk, &a, &with_flags(&["import", file], flags));
+        assert!(
+            out.starts_with(&format!("{zone}: ")) && !out.contains(" 0 created"),
+            "{file}: {out}"
+        );
+        // a second run writes nothing, and says so
+        let before = nodes_under(&c, &a).await;
+        let out = ok(zk, &a, &with_flags(&["import", file], flags));
+        assert_eq!(
+            out,
+            format!("{zone}: 0 created, 0 updated, 0 deleted (unchanged)\n"),
+            "{file}"
+        );
+        assert_eq!(nodes_under(&c, &a).await, before, "{file}");
+
+        // export, import the export elsewhere: the same data
+        let exported = ok(zk, &a, &["export", zone]);
+        let copy = zone_file(&dir, &format!("{zone}.exported.zone"), &exported);
+        ok(zk, &b, &["import", path_str(&copy)]);
+        assert_eq!(
+            persistent_data(&c, &b).await,
+            persistent_data(&c, &a).await,
+            "{file} exported as:\n{exported}"
+        );
+        // and over the original: unchanged
+        let out = ok(zk, &a, &["import", path_str(&copy)]);
+        assert!(out.ends_with("(unchanged)\n"), "{file}: {out}\n{exported}");
+        assert_eq!(nodes_under(&c, &a).await, before, "{file}");
+    }
+    close_session(c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_file_is_served_and_merges_lines_per_name() {
+    let zk = ZooKeeper::shared();
+    let root = unique_root();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = zone_file(
+        &dir,
+        "hosts",
+        "# hosts\n\n10.0.0.5 web web.cluster.test www   # aliases\r\n\
+         10.0.0.6\tWEB\nfd00::5 web\n10.0.2.1 db.prod.cluster.test\n10.0.0.9 cluster.test.\n",
+    );
+    let args = [
+        "import",
+        "--format",
+        "hosts",
+        "--zone",
+        ZONE,
+        path_str(&hosts),
+    ];
+    let out = ok(zk, &root, &args);
+    assert_eq!(out, "cluster.test: 5 created, 0 updated, 0 deleted\n");
+    let stub = Zkdns::serve_ready(zk, &root, &[]);
+    let s = stub.addr();
+    assert_eq!(short(s, "web.cluster.test", "A"), ["10.0.0.5", "10.0.0.6"]);
+    assert_eq!(short(s, "web.cluster.test", "AAAA"), ["fd00::5"]);
+    assert_eq!(short(s, "www.cluster.test", "A"), ["10.0.0.5"]);
+    assert_eq!(short(s, "db.prod.cluster.test", "A"), ["10.0.2.1"]);
+    assert_eq!(short(s, "cluster.test", "A"), ["10.0.0.9"]);
+    assert_eq!(ttls(s, "www.cluster.test", "A"), [5], "the zone's TTL");
+    let out = ok(zk, &root, &args);
+    assert!(out.ends_with("(unchanged)\n"), "{out}");
+
+    // a changed file: a dry run shows the diff, --prune removes what the file lost
+    let changed = zone_file(&dir, "hosts2", "10.0.0.7 web\n10.0.0.5 www\n");
+    let mut prune = vec!["import", "--format", "hosts", "--zone", ZONE];
+    prune.extend([path_str(&changed), "--prune"]);
+    let out = ok(zk, &root, &[&prune[..], &["--dry-run"]].concat());
+    assert!(
+        out.contains("~ web {\"A\":[\"10.0.0.5\",\"10.0.0.6\"],\"AAAA\":[\"fd00::5\"]} -> {\"A\":[\"10.0.0.7\"]}\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("- db.prod\n") && out.contains("- @\n"),
+        "{out}"
+    );
+    let out = ok(zk, &root, &prune);
+    assert_eq!(out, "cluster.test: 0 created, 1 updated, 2 deleted\n");
+    eventually(Duration::from_secs(10), || {
+        (short(s, "web.cluster.test", "A") == ["10.0.0.7"]).then_some(())
+    });
+    assert!(short(s, "db.prod.cluster.test", "A").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_in_hosts_files_and_json_maps_exit_2_and_write_nothing() {
+    let zk = ZooKeeper::shared();
+    let root = unique_root();
+    let c = zk.client().await;
+    ok(zk, &root, &["import", path_str(&example_zone())]);
+    let before = nodes_under(&c, &root).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hosts_good = "# fine\n10.0.0.8 web\n\n10.0.0.9 api2 # fine too\n";
+    let json_good = "{\n  \"web\": \"10.0.0.8\",\n  \"api2\": [\"10.0.0.9\"],\n";
+    let cases = [
+        (
+            "hosts",
+            "bad-ip.hosts",
+            format!("{hosts_good}10.0.0.300 x\n"),
+            5,
+            "\"10.0.0.300\" is not an IPv4 or IPv6 address",
+        ),
+        (
+            "hosts",
+            "bad-name.hosts",
+            format!("{hosts_good}10.0.0.1 x_y!\n"),
+            5,
+            "not a valid host name",
+        ),
+        (
+            "hosts",
+            "outside.hosts",
+            format!("{hosts_good}10.0.0.1 www.example.org\n"),
+            5,
+            "outside the zone cluster.test",
+        ),
+        (
+            "hosts",
+            "no-name.hosts",
+            format!("{hosts_good}10.0.0.1\n"),
+            5,
+            "no host name",
+        ),
+        (
+            "json-map",
+            "bad-ip.json",
+            format!("{json_good}  \"x\": \"10.0.0.300\"\n}}\n"),
+            4,
+            "\"x\": \"10.0.0.300\" is not an IPv4",
+        ),
+        (
+            "json-map",
+            "bad-name.json",
+            format!("{json_good}  \"x_y!\": \"10.0.0.1\"\n}}\n"),
+            4,
+            "\"x_y!\": \"x_y!\" is not a valid host name",
+        ),
+        (
+            "json-map",
+            "outside.json",
+            format!("{json_good}  \"www.example.org\": \"10.0.0.1\"\n}}\n"),
+            4,
+            "outside the zone",
+        ),
+        (
+            "json-map",
+            "bad-value.json",
+            format!("{json_good}  \"x\": 7\n}}\n"),
+            4,
+            "\"x\": the value must be an address",
+        ),
+        (
+            "json-map",
+            "syntax.json",
+            format!("{json_good}  \"x\" \"10.0.0.1\"\n}}\n"),
+            4,
+            "not a JSON map",
+        ),
+    ];
+    for (format, name, text, line, reason) in &cases {
+        let file = zone_file(&dir, name, text);
+        let r = zkdns(
+            zk,
+            &root,
+            &[
+                "import",
+                "--format",
+                format,
+                "--zone",
+                ZONE,
+                path_str(&file),
+            ],
+        );
+        assert_eq!(r.code, 2, "{name}: {}{}", r.stdout, r.stderr);
+        let want = format!("zkdns: error: {}:{line}: ", file.display());
+        assert!(
+            r.stderr.contains(&want),
+            "{name}: want {want:?} in {}",
+            r.stderr
+        );
+        assert!(
+            r.stderr.contains(reason),
+            "{name}: want {reason:?} in {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{name}: {}", r.stdout);
+    }
+    // two hosts files, the second bad: the first is not written either
+    let first = zone_file(&dir, "first.hosts", "10.0.0.1 fresh\n");
+    let second = zone_file(&dir, "second.hosts", "10.0.0.2 other\nbad line\n");
+    let r = zkdns(
+        zk,
+        &root,
+        &[
+            "import",
+            "--format",
+            "hosts",
+            "--zone",
+            ZONE,
+            path_str(&first),
+            path_str(&second),
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{}:2:", second.display())),
+        "{}",
+        r.stderr
+    );
+    // the same from a znode
+    let old = format!("{root}-old/hosts");
+    put_node(
+        &c,
+        &old,
+        b"{\"web\": \"10.0.0.8\",\n \"db\": \"10.0.0.300\"}",
+    )
+    .await;
+    let r = zkdns(zk, &root, &["import", "--from-znode", &old, "--zone", ZONE]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!(
+            "zkdns: error: znode {old}:2: \"db\": \"10.0.0.300\" is not"
+        )),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(nodes_under(&c, &root).await, before);
+
+    // usage: hosts files and JSON maps need --zone; a missing znode is named
+    let r = zkdns(
+        zk,
+        &root,
+        &["import", "--format", "hosts", path_str(&first)],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--format hosts needs --zone"),
+        "{}",
+        r.stderr
+    );
+    let r = zkdns(
+        zk,
+        &root,
+        &["import", "--from-znode", "/no/such/znode", "--zone", ZONE],
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("/no/such/znode: there is no such znode"),
+        "{}",
+        r.stderr
+    );
+    // a hosts file read as a zone file gets a hint
+    let r = zkdns(zk, &root, &["import", path_str(&first)]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("pass --format hosts"), "{}", r.stderr);
+    assert_eq!(nodes_under(&c, &root).await, before);
+    close_session(c).await;
+}
+
+/// The old system kept every name in one znode, `{"hostname": "ip", …}`. `import
+/// --from-znode` reads it where it is (a path in the client's chroot, not under --root).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_map_in_a_znode_migrates_and_is_served() {
+    let zk = ZooKeeper::shared();
+    let chroot = unique_root();
+    let c = zk.client().await;
+    let old = format!("{chroot}/services/hosts");
+    put_node(
+        &c,
+        &old,
+        br#"{"web": "10.0.0.5", "db": "10.0.0.6", "cache.cluster.test": ["10.0.0.7", "fd00::7"]}"#,
+    )
+    .await;
+    let connect = format!("{}{chroot}", zk.connect_string());
+    let import = |args: &[&str]| {
+        run_cmd(
+            zkdns_cmd_at(&connect, "/zkdns"),
+            &[
+                &["import", "--from-znode", "/services/hosts", "--zone", ZONE],
+                args,
+            ]
+            .concat(),
+        )
+    };
+    let r = import(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "cluster.test: 4 created, 0 updated, 0 deleted\n");
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    let r = import(&[]);
+    assert_eq!(
+        r.stdout,
+        "cluster.test: 0 created, 0 updated, 0 deleted (unchanged)\n"
+    );
+    // the source is left as it was; the data went under the chroot's /zkdns
+    let (data, _) = c.get_data(&old).await.unwrap();
+    assert!(data.starts_with(b"{\"web\""));
+    assert!(
+        c.check_stat(&set_path(&format!("{chroot}/zkdns"), ZONE, "web"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let stub = Zkdns::serve_at(&connect, "/zkdns", &[]);
+    stub.wait_synced();
+    let s = stub.addr();
+    assert_eq!(short(s, "web.cluster.test", "A"), ["10.0.0.5"]);
+    assert_eq!(short(s, "db.cluster.test", "A"), ["10.0.0.6"]);
+    assert_eq!(short(s, "cache.cluster.test", "AAAA"), ["fd00::7"]);
+
+    // the old system keeps writing until the cut-over: import again picks up the changes
+    put_node(
+        &c,
+        &old,
+        br#"{"web": ["10.0.0.5", "10.0.0.15"], "db": "10.0.0.6", "new": "10.0.0.8"}"#,
+    )
+    .await;
+    let r = import(&["--prune"]);
+    assert_eq!(
+        r.stdout, "cluster.test: 1 created, 1 updated, 1 deleted\n",
+        "{}",
+        r.stderr
+    );
+    eventually(Duration::from_secs(10), || {
+        (short(s, "web.cluster.test", "A") == ["10.0.0.15", "10.0.0.5"]).then_some(())
+    });
+    assert_eq!(short(s, "new.cluster.test", "A"), ["10.0.0.8"]);
+    assert!(short(s, "cache.cluster.test", "A").is_empty());
+    close_session(c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_progress_bar_is_drawn_only_on_a_terminal() {
+    let zk = ZooKeeper::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = (0..1500)
+        .map(|i| format!("10.8.{}.{} h{i}\n", i / 250, i % 250))
+        .collect();
+    let file = zone_file(&dir, "big.hosts", &text);
+    let args = [
+        "import",
+        "--format",
+        "hosts",
+        "--zone",
+        "big.test",
+        path_str(&file),
+    ];
+    // stderr a pipe: nothing but the summary on stdout
+    let r = zkdns(zk, &unique_root(), &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "big.test: 1501 created, 0 updated, 0 deleted\n");
+    assert_eq!(r.stderr, "", "no progress bar into a pipe");
+
+    // on a terminal (script(1) gives the command a pty): the bar, then the summary
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let root = unique_root();
+    let line: Vec<String> = [
+        env!("CARGO_BIN_EXE_zkdns"),
+        "--zk",
+        &zk.connect_string(),
+        "--root",
+        &root,
+    ]
+    .iter()
+    .chain(args.iter())
+    .map(|a| quote(a))
+    .collect();
+    let out = Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run script(1)");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("big.test: ["),
+        "no progress bar on a terminal: {shown:?}"
+    );
+    assert!(shown.contains("/1503 writes"), "{shown:?}");
+    assert!(
+        shown.contains("big.test: 1501 created, 0 updated, 0 deleted"),
+        "{shown:?}"
+    );
 }

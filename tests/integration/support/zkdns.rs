@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,7 +151,8 @@ impl Zkdns {
         stub.addr = line
             .split("listening for UDP on ")
             .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
+            // text logs end the address with a space, JSON logs with a quote
+            .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '"').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("cannot read the address in {line:?}"));
         Ok(stub)
@@ -215,6 +216,25 @@ impl Zkdns {
             "zkdns did not finish its first full read within {SYNC_TIMEOUT:?}:\n{}",
             self.logs()
         );
+    }
+
+    /// The process ID, for sending signals.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether the process is still running.

@@ -23,6 +23,8 @@ pub struct ZooKeeper {
     process: Option<Guarded>,
     dir: TempDir,
     port: u16,
+    /// Java system properties added to the server's command line (`-Dkey=value …`).
+    extra_jvm_flags: String,
     /// Removes the data dir if the test process dies (the shared server is never dropped);
     /// kills the server first, by the process group in `<dir>/pgid`.
     _cleanup: Cleanup,
@@ -31,6 +33,12 @@ pub struct ZooKeeper {
 impl ZooKeeper {
     /// Starts a fresh server and waits until it answers `ruok`.
     pub fn start() -> ZooKeeper {
+        Self::start_with_jvm_flags("")
+    }
+
+    /// [`ZooKeeper::start`] with more JVM flags, e.g. `-Dznode.container.checkIntervalMs=200`
+    /// so that container nodes are reaped within a test's patience (the default is 60 s).
+    pub fn start_with_jvm_flags(extra_jvm_flags: &str) -> ZooKeeper {
         assert!(
             Path::new(ZK_SERVER).exists(),
             "{ZK_SERVER} is missing: apt-get install zookeeper"
@@ -47,6 +55,7 @@ impl ZooKeeper {
             process: None,
             dir,
             port: 0,
+            extra_jvm_flags: extra_jvm_flags.to_string(),
             _cleanup: cleanup,
         };
         // the port was free when picked; if the server cannot bind it, pick another
@@ -185,7 +194,10 @@ impl ZooKeeper {
             // a small, quick-starting JVM: the tests keep only a few znodes
             .env(
                 "JVMFLAGS",
-                "-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.root.logger=INFO,CONSOLE",
+                format!(
+                    "-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.root.logger=INFO,CONSOLE {}",
+                    self.extra_jvm_flags
+                ),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
