@@ -433,6 +433,9 @@ pub struct HostsArgs {
     /// under the root
     #[arg(long = "zone", env = "ZKDNS_HOSTS_ZONE", value_delimiter = ',', value_parser = parse_zone)]
     pub zones: Vec<ZoneName>,
+    /// Serve Prometheus metrics at /metrics and health at /healthz, /livez on this address
+    #[arg(long, env = "ZKDNS_HOSTS_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

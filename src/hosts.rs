@@ -9,6 +9,7 @@ use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
@@ -20,6 +21,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::cli::{GlobalArgs, HostsArgs};
 use crate::error::{Failure, ResultExt};
+use crate::exposition::Sources;
+use crate::http::{self, Endpoints};
+use crate::metrics::{Counters, Metrics};
 use crate::store::{Snapshot, Store};
 use crate::zk::sync::Sync;
 use crate::zk::tree::Tree;
@@ -368,11 +372,13 @@ impl UpdateError {
 struct HostsFile {
     path: PathBuf,
     warned: HashSet<String>,
+    metrics: Arc<Metrics>,
 }
 
 impl HostsFile {
-    fn new(path: PathBuf) -> Self {
+    fn new(path: PathBuf, metrics: Arc<Metrics>) -> Self {
         Self {
+            metrics,
             path,
             warned: HashSet::new(),
         }
@@ -425,6 +431,7 @@ impl HostsFile {
                 path: self.shown(),
                 source,
             })?;
+        Counters::add(&self.metrics.counters.hosts_writes, 1);
         info!(
             lines = rendered.lines,
             "wrote {} addresses to {} ({mode})",
@@ -542,7 +549,8 @@ pub async fn run(
         connect: global.zk.clone(),
         session_timeout: global.zk_session_timeout,
     };
-    let mut file = HostsFile::new(args.file.clone());
+    let metrics = Arc::new(Metrics::new(0));
+    let mut file = HostsFile::new(args.file.clone(), metrics.clone());
     file.check().map_err(UpdateError::into_failure)?;
     if args.once {
         // a one-shot must fail when ZooKeeper cannot be reached; the sync task below would
@@ -553,10 +561,28 @@ pub async fn run(
     let filter: Option<BTreeSet<_>> =
         (!args.zones.is_empty()).then(|| args.zones.iter().cloned().collect());
     let store = Store::new();
+    let http_task = match args.metrics {
+        Some(addr) => {
+            let listener = http::bind(addr).await.or_runtime()?;
+            let endpoints = Endpoints::new(Sources {
+                metrics: metrics.clone(),
+                store: store.clone(),
+                upstreams: None,
+            });
+            Some(tokio::spawn(http::serve(
+                listener,
+                Arc::new(endpoints),
+                cancel.clone(),
+            )))
+        }
+        None => None,
+    };
     let stop_sync = cancel.child_token();
     let session_timeout = zk.session_timeout;
     let sync = tokio::spawn(
-        Sync::new(zk, layout, Tree::new(filter), store.clone()).run(stop_sync.clone()),
+        Sync::new(zk, layout, Tree::new(filter), store.clone())
+            .with_metrics(metrics)
+            .run(stop_sync.clone()),
     );
     let result = if args.once {
         let mut changes = store.subscribe();
@@ -578,6 +604,10 @@ pub async fn run(
     };
     stop_sync.cancel();
     let _ = sync.await;
+    if let Some(task) = http_task {
+        cancel.cancel();
+        let _ = task.await;
+    }
     result
 }
 

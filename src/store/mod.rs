@@ -209,7 +209,8 @@ impl Store {
                 snapshot: ArcSwap::from_pointee(Snapshot::default()),
                 ready: AtomicBool::new(false),
                 connected: AtomicBool::new(false),
-                last_sync_ms: AtomicU64::new(0),
+                // before the first sync, the map's age counts from the store's creation
+                last_sync_ms: AtomicU64::new(unix_ms()),
                 published: tokio::sync::watch::Sender::new(0),
             }),
         }

@@ -636,3 +636,32 @@ fn version_and_help() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_mode_serves_metrics_and_counts_its_writes() {
+    let zk = ZooKeeper::shared();
+    let root = root_with_zone().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hosts");
+    std::fs::write(&file, "127.0.0.1 localhost\n").unwrap();
+    let mut cmd = zkdns_cmd(zk, &root);
+    cmd.args(["hosts", "--metrics", "127.0.0.1:0", "--file"])
+        .arg(&file);
+    let hosts = crate::register::Daemon::spawn("zkdns hosts", cmd);
+    hosts.expect_log(METRICS_LINE);
+    let logs = hosts.logs();
+    let http: SocketAddr = logs
+        .split(METRICS_LINE)
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .expect("metrics address in the log");
+    hosts.expect_log("wrote ");
+    let writes = eventually(DEADLINE, || {
+        let v = value(&scrape(http), "zkdns_hosts_writes_total");
+        (v >= 1.0).then_some(v)
+    });
+    assert_eq!(writes, hosts.count("wrote ") as f64);
+    assert_eq!(http_get(http, "/healthz"), (200, "ok\n".to_string()));
+    assert_eq!(value(&scrape(http), "zkdns_ready"), 1.0);
+}
