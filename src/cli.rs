@@ -325,6 +325,13 @@ pub struct ServeArgs {
     /// UDP sockets (and threads) per listen address; default: one per CPU
     #[arg(long, env = "ZKDNS_UDP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub udp_workers: Option<u16>,
+    /// While ZooKeeper is away, answers come from the last map with TTLs capped at this
+    /// (RFC 8767) and Extended DNS Error 3 "Stale Answer"
+    #[arg(long, env = "ZKDNS_STALE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub stale_ttl: Duration,
+    /// How long after the map last matched ZooKeeper it is still served; later, SERVFAIL
+    #[arg(long, env = "ZKDNS_MAX_STALE", default_value = "3days", value_parser = parse_duration)]
+    pub max_stale: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics, readiness at /healthz and liveness
     /// at /livez (e.g. 127.0.0.1:9153)
     #[arg(long, env = "ZKDNS_METRICS", value_name = "ADDR")]

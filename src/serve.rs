@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::dns::forward::Forwarder;
-use crate::dns::server::{self, Acl, Handler};
+use crate::dns::server::{self, Acl, Handler, StalePolicy};
 use crate::error::{Failure, ResultExt};
 use crate::exposition::Sources;
 use crate::http::{self, Endpoints};
@@ -102,13 +102,19 @@ pub async fn run(
         (!args.zones.is_empty()).then(|| args.zones.iter().cloned().collect());
     let store = Store::new();
     let metrics = Arc::new(Metrics::new(workers * args.listen.len()));
-    let handler = Arc::new(Handler::new(
-        store.clone(),
-        metrics.clone(),
-        Forwarder::new(upstreams, args.upstream_timeout),
-        Acl::new(args.allow.clone()),
-        &args.zones,
-    ));
+    let handler = Arc::new(
+        Handler::new(
+            store.clone(),
+            metrics.clone(),
+            Forwarder::new(upstreams, args.upstream_timeout),
+            Acl::new(args.allow.clone()),
+            &args.zones,
+        )
+        .with_stale_policy(StalePolicy {
+            ttl: u32::try_from(args.stale_ttl.as_secs()).unwrap_or(u32::MAX),
+            max_age: args.max_stale,
+        }),
+    );
     let http_task = http_listener.map(|listener| {
         let endpoints = Endpoints::new(Sources {
             metrics: metrics.clone(),

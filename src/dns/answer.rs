@@ -31,12 +31,35 @@ pub enum Outcome {
     Forward,
 }
 
+/// How current the map is (RFC 8767 serve-stale).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Freshness {
+    /// The map follows ZooKeeper.
+    #[default]
+    Fresh,
+    /// ZooKeeper is away: answers come from the last map with TTLs capped at `ttl` and, for
+    /// EDNS clients, Extended DNS Error 3 "Stale Answer" (RFC 8914).
+    Stale { ttl: u32 },
+    /// ZooKeeper has been away longer than the stale data may be served: SERVFAIL, with
+    /// Extended DNS Error 22 "No Reachable Authority".
+    TooOld,
+}
+
 /// Options that apply to every answer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AnswerOptions {
     /// Set RA: true when the stub forwards other names, so it offers recursion.
     pub recursion_available: bool,
+    pub freshness: Freshness,
 }
+
+/// An EDNS option: Extended DNS Error (code 15) with this INFO-CODE and no text.
+const fn ede(info: u16) -> [u8; 6] {
+    let i = info.to_be_bytes();
+    [0, 15, 0, 2, i[0], i[1]]
+}
+const EDE_STALE: [u8; 6] = ede(3);
+const EDE_NO_AUTHORITY: [u8; 6] = ede(22);
 
 thread_local! {
     static ROTATION: Cell<usize> = const { Cell::new(0) };
@@ -100,12 +123,39 @@ pub fn reject(reason: Reject, out: &mut Vec<u8>) -> bool {
 
 /// Writes a reply with just the question and `code` (REFUSED, SERVFAIL).
 pub fn error_reply(packet: &[u8], q: &Query<'_>, code: u16, out: &mut Vec<u8>) {
+    error_reply_with(packet, q, code, &[], out);
+}
+
+/// The same, with EDNS options for EDNS clients.
+fn error_reply_with(packet: &[u8], q: &Query<'_>, code: u16, options: &[u8], out: &mut Vec<u8>) {
     let mut r = Response::start(out, packet, q);
     r.set_rcode(code);
     if let Some(e) = q.edns {
-        r.push_opt(code, e.dnssec_ok, &[]);
+        r.push_opt(code, e.dnssec_ok, options);
     }
     r.finish();
+}
+
+/// Starts an authoritative answer, or says (with a SERVFAIL written) that the map is too old.
+fn start_answer<'b>(
+    out: &'b mut Vec<u8>,
+    packet: &[u8],
+    q: &Query<'_>,
+    opts: AnswerOptions,
+) -> Option<Response<'b>> {
+    if opts.freshness == Freshness::TooOld {
+        error_reply_with(packet, q, rcode::SERVFAIL, &EDE_NO_AUTHORITY, out);
+        return None;
+    }
+    let mut r = Response::start(out, packet, q);
+    r.set_aa(true);
+    if opts.recursion_available {
+        r.set_ra();
+    }
+    if let Freshness::Stale { ttl } = opts.freshness {
+        r.cap_ttl(ttl);
+    }
+    Some(r)
 }
 
 /// Answers `q` from `snap` into `out` if the name is in a served zone (or is a reverse name of
@@ -142,11 +192,10 @@ pub fn answer(
     if let Lookup::NotOurs = first {
         if q.qtype == u16::from(RecordType::PTR) && q.qclass == CLASS_IN {
             if let Some(set) = snap.reverse(key) {
-                let mut r = Response::start(out, packet, q);
-                r.set_aa(true);
-                set_ra(&mut r, opts);
-                push_rrset(&mut r, 1, Owner::Pointer(HEADER_LEN as u16), set, true);
-                finish(r, q, rcode::NOERROR, limit);
+                if let Some(mut r) = start_answer(out, packet, q, opts) {
+                    push_rrset(&mut r, 1, Owner::Pointer(HEADER_LEN as u16), set, true);
+                    finish(r, q, rcode::NOERROR, limit, opts);
+                }
                 return Outcome::Reply;
             }
         }
@@ -157,9 +206,9 @@ pub fn answer(
         return Outcome::Reply;
     }
     let qtype = RecordType::from(q.qtype);
-    let mut r = Response::start(out, packet, q);
-    r.set_aa(true);
-    set_ra(&mut r, opts);
+    let Some(mut r) = start_answer(out, packet, q, opts) else {
+        return Outcome::Reply;
+    };
 
     let mut lookup = first;
     let mut owner = Owner::Pointer(HEADER_LEN as u16);
@@ -227,17 +276,15 @@ pub fn answer(
             &mut r,
             snap,
             set,
-            limit.saturating_sub(if q.edns.is_some() { OPT_LEN } else { 0 }),
+            limit.saturating_sub(if q.edns.is_some() {
+                OPT_LEN + EDE_STALE.len()
+            } else {
+                0
+            }),
         );
     }
-    finish(r, q, code, limit);
+    finish(r, q, code, limit, opts);
     Outcome::Reply
-}
-
-fn set_ra(r: &mut Response<'_>, opts: AnswerOptions) {
-    if opts.recursion_available {
-        r.set_ra();
-    }
 }
 
 /// Addresses of SRV/MX/NS targets in the served zones, as long as they fit; never TC for them.
@@ -258,15 +305,24 @@ fn push_additional(r: &mut Response<'_>, snap: &Snapshot, set: RrSetRef<'_>, lim
     }
 }
 
-/// Sets the RCODE, adds OPT, and truncates with TC when the answer does not fit in `limit`.
-fn finish(mut r: Response<'_>, q: &Query<'_>, code: u16, limit: usize) {
+/// Sets the RCODE, adds OPT (with EDE 3 for a stale answer), and truncates with TC when the
+/// answer does not fit in `limit`.
+fn finish(mut r: Response<'_>, q: &Query<'_>, code: u16, limit: usize, opts: AnswerOptions) {
     r.set_rcode(code);
-    let opt = if q.edns.is_some() { OPT_LEN } else { 0 };
+    let options: &[u8] = match opts.freshness {
+        Freshness::Stale { .. } => &EDE_STALE,
+        _ => &[],
+    };
+    let opt = if q.edns.is_some() {
+        OPT_LEN + options.len()
+    } else {
+        0
+    };
     if r.len() + opt > limit {
         r.truncate(q.question_end);
     }
     if let Some(e) = q.edns {
-        r.push_opt(code, e.dnssec_ok, &[]);
+        r.push_opt(code, e.dnssec_ok, options);
     }
     r.finish();
 }

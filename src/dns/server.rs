@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::dns::answer::{self, AnswerOptions, Outcome};
+use crate::dns::answer::{self, AnswerOptions, Freshness, Outcome};
 use crate::dns::forward::{ForwardError, Forwarder};
 use crate::dns::udp::UdpGroup;
 use crate::dns::wire::{self, rcode};
@@ -84,6 +84,25 @@ pub struct Handler {
     /// SERVFAIL rather than being forwarded.
     configured_zones: Vec<Box<[u8]>>,
     forwards: Semaphore,
+    stale: StalePolicy,
+}
+
+/// How answers are served while ZooKeeper is away (RFC 8767).
+#[derive(Debug, Clone, Copy)]
+pub struct StalePolicy {
+    /// TTL cap of stale answers.
+    pub ttl: u32,
+    /// How long after the map last matched ZooKeeper it may still be served.
+    pub max_age: Duration,
+}
+
+impl Default for StalePolicy {
+    fn default() -> Self {
+        Self {
+            ttl: 30,
+            max_age: Duration::from_secs(3 * 86400),
+        }
+    }
 }
 
 impl Handler {
@@ -101,6 +120,26 @@ impl Handler {
             acl,
             configured_zones: zones.iter().map(|z| wire_key_str(z.as_str())).collect(),
             forwards: Semaphore::new(MAX_FORWARDS),
+            stale: StalePolicy::default(),
+        }
+    }
+
+    /// Serve-stale settings (default: TTL 30 s, up to 3 days).
+    pub fn with_stale_policy(mut self, stale: StalePolicy) -> Self {
+        self.stale = stale;
+        self
+    }
+
+    /// How current the map is now: one atomic load while connected.
+    fn freshness(&self) -> Freshness {
+        if !self.store.is_stale() {
+            Freshness::Fresh
+        } else if self.store.since_sync() > self.stale.max_age {
+            Freshness::TooOld
+        } else {
+            Freshness::Stale {
+                ttl: self.stale.ttl,
+            }
         }
     }
 
@@ -133,6 +172,7 @@ impl Handler {
     fn options(&self) -> AnswerOptions {
         AnswerOptions {
             recursion_available: self.forwarder.has_upstreams(),
+            freshness: self.freshness(),
         }
     }
 

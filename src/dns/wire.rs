@@ -220,6 +220,7 @@ pub enum Owner<'a> {
 pub struct Response<'b> {
     buf: &'b mut Vec<u8>,
     counts: [u16; 4],
+    ttl_cap: Option<u32>,
 }
 
 impl<'b> Response<'b> {
@@ -237,6 +238,7 @@ impl<'b> Response<'b> {
         Self {
             buf,
             counts: [1, 0, 0, 0],
+            ttl_cap: None,
         }
     }
 
@@ -250,6 +252,7 @@ impl<'b> Response<'b> {
         Self {
             buf,
             counts: [0; 4],
+            ttl_cap: None,
         }
     }
 
@@ -278,26 +281,27 @@ impl<'b> Response<'b> {
         self.buf.is_empty()
     }
 
-    /// Writes one record in `section` (1 answer, 2 authority, 3 additional).
+    /// From now on, no record leaves with a TTL above `cap` (serve-stale, RFC 8767 §4).
+    pub fn cap_ttl(&mut self, cap: u32) {
+        self.ttl_cap = Some(cap);
+    }
+
+    /// Writes one record (`TYPE CLASS TTL RDLENGTH RDATA`, owner given apart) in `section`
+    /// (1 answer, 2 authority, 3 additional).
     pub fn push(&mut self, section: usize, owner: Owner<'_>, record: &[u8]) {
         match owner {
             Owner::Pointer(at) => self.buf.extend_from_slice(&(0xC000 | at).to_be_bytes()),
             Owner::Name(name) => self.buf.extend_from_slice(name),
         }
+        let at = self.buf.len() + 4;
         self.buf.extend_from_slice(record);
+        if let Some(cap) = self.ttl_cap {
+            if let Some(ttl) = self.buf.get_mut(at..at + 4) {
+                let old = u32::from_be_bytes([ttl[0], ttl[1], ttl[2], ttl[3]]);
+                ttl.copy_from_slice(&old.min(cap).to_be_bytes());
+            }
+        }
         self.counts[section] += 1;
-    }
-
-    /// Writes the same record with a different TTL.
-    pub fn push_with_ttl(&mut self, section: usize, owner: Owner<'_>, record: &[u8], ttl: u32) {
-        let start = self.buf.len();
-        self.push(section, owner, record);
-        let name_len = match owner {
-            Owner::Pointer(_) => 2,
-            Owner::Name(n) => n.len(),
-        };
-        let at = start + name_len + 4;
-        self.buf[at..at + 4].copy_from_slice(&ttl.to_be_bytes());
     }
 
     /// A mark to roll back to, e.g. when the additional section does not fit.
