@@ -332,6 +332,10 @@ pub struct ServeArgs {
     /// How long after the map last matched ZooKeeper it is still served; later, SERVFAIL
     #[arg(long, env = "ZKDNS_MAX_STALE", default_value = "3days", value_parser = parse_duration)]
     pub max_stale: Duration,
+    /// Keep the last good map in this file, and answer from it (stale) after a restart while
+    /// ZooKeeper is down
+    #[arg(long, env = "ZKDNS_SNAPSHOT", value_name = "PATH")]
+    pub snapshot: Option<PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics, readiness at /healthz and liveness
     /// at /livez (e.g. 127.0.0.1:9153)
     #[arg(long, env = "ZKDNS_METRICS", value_name = "ADDR")]

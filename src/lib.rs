@@ -42,6 +42,7 @@ pub mod records;
 pub mod register;
 pub mod serve;
 pub mod shutdown;
+pub mod snapfile;
 pub mod store;
 pub mod zk;
 pub mod zonefile;

@@ -171,6 +171,47 @@ impl RecordData {
     }
 }
 
+impl From<&RecordData> for RecordSetJson {
+    /// The JSON that [`validate`] turns back into the same data (names absolute).
+    fn from(d: &RecordData) -> Self {
+        let name = |n: &Name| n.to_ascii();
+        let text = |s: &[u8]| String::from_utf8_lossy(s).into_owned();
+        Self {
+            ttl: d.ttl,
+            a: d.a.clone(),
+            aaaa: d.aaaa.clone(),
+            cname: d.cname.as_ref().map(name),
+            txt: d
+                .txt
+                .iter()
+                .map(|t| match &t[..] {
+                    [one] => Txt::One(text(one)),
+                    many => Txt::Many(many.iter().map(|s| text(s)).collect()),
+                })
+                .collect(),
+            srv: d
+                .srv
+                .iter()
+                .map(|(priority, weight, port, target)| Srv {
+                    priority: *priority,
+                    weight: *weight,
+                    port: *port,
+                    target: name(target),
+                })
+                .collect(),
+            mx: d
+                .mx
+                .iter()
+                .map(|(preference, exchange)| Mx {
+                    preference: *preference,
+                    exchange: name(exchange),
+                })
+                .collect(),
+            ptr: d.ptr.iter().map(name).collect(),
+        }
+    }
+}
+
 /// Decodes and validates a record-set or member payload. An empty payload is an empty set.
 pub fn decode_record_set(payload: &[u8], zone: &ZoneName) -> Result<RecordData, DataError> {
     if payload.len() > MAX_PAYLOAD {
@@ -319,6 +360,25 @@ impl ZoneSettings {
             retry: 600,
             expire: 86400,
             minimum: DEFAULT_TTL,
+        }
+    }
+}
+
+impl From<&ZoneSettings> for ZoneJson {
+    /// The JSON that [`decode_zone`] turns back into the same settings (names absolute).
+    fn from(s: &ZoneSettings) -> Self {
+        Self {
+            ttl: Some(s.ttl),
+            soa: Some(SoaJson {
+                mname: Some(s.mname.to_ascii()),
+                rname: Some(s.rname.to_ascii()),
+                serial: s.serial,
+                refresh: Some(s.refresh),
+                retry: Some(s.retry),
+                expire: Some(s.expire),
+                minimum: Some(s.minimum),
+            }),
+            ns: s.ns.iter().map(Name::to_ascii).collect(),
         }
     }
 }

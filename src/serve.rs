@@ -17,6 +17,7 @@ use crate::error::{Failure, ResultExt};
 use crate::exposition::Sources;
 use crate::http::{self, Endpoints};
 use crate::metrics::Metrics;
+use crate::snapfile::{self, Identity};
 use crate::store::Store;
 use crate::zk::sync::Sync;
 use crate::zk::tree::Tree;
@@ -123,10 +124,23 @@ pub async fn run(
         });
         tokio::spawn(http::serve(listener, Arc::new(endpoints), cancel.clone()))
     });
+    let snapshot_task = args.snapshot.clone().map(|path| {
+        let identity = Identity::new(&global.zk, &global.root, &args.zones);
+        snapfile::restore(&path, &identity, &store);
+        tokio::spawn(snapfile::keep(
+            path,
+            identity,
+            store.clone(),
+            cancel.clone(),
+        ))
+    });
     let sync = Sync::new(zk, layout, Tree::new(filter), store).with_metrics(metrics);
     let sync_task = tokio::spawn(sync.run(cancel.clone()));
     server::serve(sockets, handler, cancel).await;
     sync_task.await.context("sync task failed").or_runtime()?;
+    if let Some(task) = snapshot_task {
+        task.await.context("snapshot writer failed").or_runtime()?;
+    }
     if let Some(task) = http_task {
         task.await.context("metrics server failed").or_runtime()?;
     }

@@ -79,6 +79,7 @@ fn zone_snap(zone: &ZoneName, z: &ZoneBuild) -> ZoneSnap {
         soa_negative: encoded_rrset(RecordType::SOA, soa, s.ttl.min(s.minimum)),
         serial,
         ttl: s.ttl,
+        settings: s.clone(),
     }
 }
 

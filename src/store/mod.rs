@@ -14,6 +14,7 @@ use arc_swap::{ArcSwap, Guard};
 use foldhash::fast::RandomState;
 
 use crate::names::{ZoneName, label_offsets, wire_to_string};
+use crate::records::ZoneSettings;
 
 mod build;
 pub mod node;
@@ -35,6 +36,8 @@ pub struct ZoneSnap {
     pub serial: u32,
     /// Default TTL of the zone's records.
     pub ttl: u32,
+    /// The settings this zone was built from.
+    pub settings: ZoneSettings,
 }
 
 impl ZoneSnap {
@@ -164,6 +167,20 @@ impl Snapshot {
         out
     }
 
+    /// The record sets of a zone (index `zone`): (key, entry), apex included when it holds a
+    /// set. In no particular order.
+    pub fn sets(&self, zone: u16) -> impl Iterator<Item = (&[u8], NodeRef<'_>)> {
+        self.nodes
+            .iter()
+            .map(|(k, v)| (k, NodeRef::parse(v)))
+            .filter(move |(_, n)| n.zone == zone && n.is_set())
+    }
+
+    /// Index of a zone in this snapshot.
+    pub fn zone_index(&self, apex: &[u8]) -> Option<u16> {
+        self.zone_index.get(apex).copied()
+    }
+
     /// Bytes held by the name and reverse tables.
     pub fn heap_bytes(&self) -> usize {
         self.nodes.heap_bytes() + self.reverse.heap_bytes()
@@ -233,6 +250,21 @@ impl Store {
     /// A receiver that sees every publish (coalesced: it holds only the latest generation).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.published.subscribe()
+    }
+
+    /// The current snapshot as an owned handle (for work that outlives a query).
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.inner.snapshot.load_full()
+    }
+
+    /// Installs a map read back from a snapshot file: served, but stale (not confirmed by
+    /// ZooKeeper) and aged from `saved_at_ms`, until the first full read replaces it.
+    pub fn restore(&self, snapshot: Snapshot, saved_at_ms: u64) {
+        self.inner.snapshot.store(Arc::new(snapshot));
+        self.inner.connected.store(false, Ordering::Release);
+        self.inner
+            .last_sync_ms
+            .store(saved_at_ms, Ordering::Release);
     }
 
     /// Records that the session is (dis)connected. The map is kept either way.

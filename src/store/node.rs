@@ -286,7 +286,10 @@ pub fn decode_data(node: &NodeRef<'_>) -> RecordData {
             let Ok(record) = Record::<RData>::read(&mut BinDecoder::new(&buf)) else {
                 continue;
             };
-            data.ttl = Some(record.ttl);
+            match record.data {
+                RData::SOA(_) | RData::NS(_) => continue, // the apex's, not the set's
+                _ => data.ttl = Some(record.ttl),
+            }
             match record.data {
                 RData::A(a) => data.a.push(a.0),
                 RData::AAAA(a) => data.aaaa.push(a.0),

@@ -13,6 +13,7 @@ mod serve_garbage;
 mod serve_knot;
 mod serve_listen;
 mod serve_records;
+mod serve_snapshot;
 mod serve_stale;
 mod serve_watch;
 mod serve_zookeeper;
