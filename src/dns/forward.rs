@@ -18,8 +18,8 @@ use tracing::{debug, info, warn};
 use crate::dns::wire::{HEADER_LEN, Query};
 use crate::metrics::Counters;
 
-/// Largest reply read from an upstream over UDP.
-const MAX_UDP_REPLY: usize = 65535;
+/// Largest reply read from an upstream over UDP without EDNS (RFC 1035 §4.2.1).
+const PLAIN_UDP_REPLY: usize = 512;
 
 #[derive(Debug)]
 pub struct Forwarder {
@@ -137,7 +137,11 @@ impl Forwarder {
             let result = if tcp {
                 exchange_tcp(upstream, &out, id, question, deadline).await
             } else {
-                exchange_udp(upstream, &out, id, question, deadline).await
+                // the upstream answers within what the client's query allows: read no more
+                let max = q
+                    .edns
+                    .map_or(PLAIN_UDP_REPLY, |e| usize::from(e.payload).max(PLAIN_UDP_REPLY));
+                exchange_udp(upstream, &out, id, question, deadline, max).await
             };
             match result {
                 Ok(mut reply) => {
@@ -180,7 +184,15 @@ pub async fn probe(upstream: SocketAddr, timeout: Duration) -> std::io::Result<P
     query.extend_from_slice(&[0, 0, 2, 0, 1]); // root, NS, IN
     let started = Instant::now();
     let question = query[HEADER_LEN..].to_vec();
-    let reply = exchange_udp(upstream, &query, id, &question, started + timeout).await?;
+    let reply = exchange_udp(
+        upstream,
+        &query,
+        id,
+        &question,
+        started + timeout,
+        PLAIN_UDP_REPLY,
+    )
+    .await?;
     Ok(ProbeReply {
         rcode: u16::from(reply[3] & 0x0F),
         elapsed: started.elapsed(),
@@ -202,6 +214,7 @@ async fn exchange_udp(
     id: u16,
     question: &[u8],
     deadline: Instant,
+    max_reply: usize,
 ) -> std::io::Result<Vec<u8>> {
     let bind: SocketAddr = if upstream.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal address")
@@ -212,12 +225,13 @@ async fn exchange_udp(
     // connect() makes the kernel drop datagrams from any other address or port
     socket.connect(upstream).await?;
     socket.send(query).await?;
-    let mut buf = vec![0u8; MAX_UDP_REPLY];
+    // one byte more than allowed, so that an oversized reply is seen and refused, not cut
+    let mut buf = vec![0u8; max_reply + 1];
     loop {
         let n = timeout_at(deadline, socket.recv(&mut buf))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))??;
-        if matches(&buf[..n], id, question) {
+        if n <= max_reply && matches(&buf[..n], id, question) {
             buf.truncate(n);
             return Ok(buf);
         }
