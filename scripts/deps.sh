@@ -8,6 +8,7 @@ need_packages() {
     command -v knotd >/dev/null || want+=(knot)
     command -v ip >/dev/null || want+=(iproute2)
     command -v unshare >/dev/null || want+=(util-linux)
+    command -v debootstrap >/dev/null || want+=(debootstrap)
   fi
   [ ${#want[@]} -eq 0 ] && return 0
   local sudo=
