@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use futures_util::future::join_all;
 use hickory_proto::serialize::txt::parse_ttl;
 use serde_json::{Value, json};
-use zookeeper_client::{Acls, Client, CreateMode, MultiReadResult, Stat};
+use zookeeper_client::{Client, CreateMode, MultiReadResult, Stat};
 
 use crate::cli::{ExportArgs, GlobalArgs, LsArgs, RecordKind, RmArgs, SetArgs};
 use crate::error::{Failure, ResultExt};
@@ -60,12 +60,8 @@ pub struct ZoneNodes {
 
 /// Opens a ZooKeeper session for a one-shot command (exit 1 when unreachable).
 pub async fn connect(global: &GlobalArgs) -> Result<Client, Failure> {
-    crate::zk::connect(&ZkConfig {
-        connect: global.zk.clone(),
-        session_timeout: global.zk_session_timeout,
-    })
-    .await
-    .or_runtime()
+    let config = ZkConfig::from_global(global)?;
+    crate::zk::connect(&config).await.or_runtime()
 }
 
 enum Read<'a> {
@@ -420,8 +416,10 @@ async fn with_session<T>(
     result
 }
 
+/// A persistent node with the ACL of [`crate::zk::auth::create_options`] (owner-only writes
+/// when zkdns has credentials).
 fn persistent() -> zookeeper_client::CreateOptions<'static> {
-    CreateMode::Persistent.with_acls(Acls::anyone_all())
+    crate::zk::auth::create_options(CreateMode::Persistent)
 }
 
 /// Writes a record set's new payload: creates the node, or sets its data if still at

@@ -94,10 +94,7 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<(), Failure> {
         ),
     );
 
-    let zk = ZkConfig {
-        connect: global.zk.clone(),
-        session_timeout: global.zk_session_timeout,
-    };
+    let zk = ZkConfig::from_global(global)?;
     check_zookeeper(&mut report, &zk, &layout, &args.zones).await?;
     check_upstreams(
         &mut report,

@@ -129,6 +129,30 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "ZKDNS_ZK_SESSION_TIMEOUT", default_value = "6s",
           value_parser = parse_duration)]
     pub zk_session_timeout: Duration,
+    /// File holding the ZooKeeper digest credentials, USER:PASSWORD on one line, readable by
+    /// its owner only (chmod 600). Or set ZKDNS_ZK_AUTH=USER:PASSWORD; never a flag, so the
+    /// secret stays out of the process list. With credentials, nodes that import, set and
+    /// register create are readable by anyone and writable only with them.
+    #[arg(long, global = true, env = "ZKDNS_ZK_AUTH_FILE", value_name = "PATH")]
+    pub zk_auth_file: Option<PathBuf>,
+    /// CA certificates (PEM) that sign the ZooKeeper servers' certificates: connects to every
+    /// --zk host with TLS (a host written tcp://HOST:PORT stays plain)
+    #[arg(long, global = true, env = "ZKDNS_ZK_TLS_CA", value_name = "PEM")]
+    pub zk_tls_ca: Option<PathBuf>,
+    /// Client certificate chain (PEM) for TLS to ZooKeeper, for servers that ask for one
+    /// (ZooKeeper's ssl.clientAuth=need, its default); with --zk-tls-key
+    #[arg(long, global = true, env = "ZKDNS_ZK_TLS_CERT", value_name = "PEM",
+          requires_all = ["zk_tls_key", "zk_tls_ca"])]
+    pub zk_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --zk-tls-cert, readable by its owner only
+    #[arg(
+        long,
+        global = true,
+        env = "ZKDNS_ZK_TLS_KEY",
+        value_name = "PEM",
+        requires = "zk_tls_cert"
+    )]
+    pub zk_tls_key: Option<PathBuf>,
     /// Log format
     #[arg(
         long,
@@ -322,6 +346,15 @@ pub struct ServeArgs {
     /// Networks whose clients are answered besides loopback (repeatable), e.g. 10.0.0.0/8
     #[arg(long, env = "ZKDNS_ALLOW", value_delimiter = ',')]
     pub allow: Vec<IpNet>,
+    /// Queries per second answered for each client outside loopback (an IPv4 address, an IPv6
+    /// /64), with bursts of as many; the excess is dropped. 0: no cap. Loopback is never capped
+    #[arg(
+        long,
+        env = "ZKDNS_MAX_QPS_PER_CLIENT",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub max_qps_per_client: u32,
     /// UDP sockets (and threads) per listen address; default: one per CPU
     #[arg(long, env = "ZKDNS_UDP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub udp_workers: Option<u16>,

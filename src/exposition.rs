@@ -163,6 +163,12 @@ impl Collector for ZkdnsCollector {
             "Exchanges with an upstream that timed out",
             load(&c.upstream_timeouts),
         )?;
+        counter(
+            &mut e,
+            "zkdns_rate_limited_queries",
+            "Queries dropped because their client was over --max-qps-per-client",
+            load(&c.rate_limited),
+        )?;
         if let Some(health) = upstreams {
             let mut m = e.encode_descriptor(
                 "zkdns_upstream_up",

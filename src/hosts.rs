@@ -545,10 +545,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), Failure> {
     let layout = Layout::new(&global.root).or_input()?;
-    let zk = ZkConfig {
-        connect: global.zk.clone(),
-        session_timeout: global.zk_session_timeout,
-    };
+    let zk = ZkConfig::from_global(global)?;
     let metrics = Arc::new(Metrics::new(0));
     let mut file = HostsFile::new(args.file.clone(), metrics.clone());
     file.check().map_err(UpdateError::into_failure)?;

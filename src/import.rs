@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError};
+use zookeeper_client::{Client, CreateMode, MultiWriteError};
 
 use crate::admin::{self, SetNode, ZoneNodes};
 use crate::cli::{GlobalArgs, ImportArgs};
@@ -433,7 +433,8 @@ enum ApplyError {
 
 /// Commits one transaction.
 async fn commit(client: &Client, batch: &[Op]) -> Result<(), ApplyError> {
-    let options = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    // owner-only writes when zkdns has credentials, else open (see zk::auth)
+    let options = crate::zk::auth::create_options(CreateMode::Persistent);
     let mut writer = client.new_multi_writer();
     for op in batch {
         let added = match op {

@@ -6,12 +6,13 @@
 //! - [`zk`] talks to ZooKeeper. [`zk::sync`] is the only writer of the map: a persistent
 //!   recursive watch on `<root>/zones`, a full read on every (re)connect, and per-event
 //!   re-reads, all applied to a decoded [`zk::tree::Tree`]. [`records`] and [`names`] decode
-//!   and validate what the znodes hold.
+//!   and validate what the znodes hold. [`zk::auth`] holds the credentials and TLS settings
+//!   and the ACL of the nodes zkdns creates.
 //! - [`store`] turns the tree into an immutable [`store::Snapshot`] (records pre-encoded in wire
 //!   format) and publishes it with `arc-swap`: readers never wait on the writer.
 //! - [`dns`] answers: [`dns::server`] receives UDP/TCP, [`dns::wire`] parses the query,
 //!   [`dns::answer`] writes the authoritative answer from the snapshot, [`dns::forward`] relays
-//!   everything else to the upstream resolvers.
+//!   everything else to the upstream resolvers; [`dns::ratelimit`] caps each client's queries.
 //! - [`serve`] wires these together for `zkdns serve`; [`shutdown`] turns signals into a
 //!   cancellation token.
 //! - Operations: [`metrics`] counts (per-thread shards on the query path), [`exposition`]

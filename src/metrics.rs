@@ -114,6 +114,8 @@ pub struct Counters {
     pub bad_znodes: AtomicU64,
     /// Hosts-file writes.
     pub hosts_writes: AtomicU64,
+    /// Queries dropped by `--max-qps-per-client`.
+    pub rate_limited: AtomicU64,
 }
 
 impl Counters {

@@ -25,14 +25,19 @@ pub enum DataError {
     TooLarge(usize),
     #[error("not valid JSON for this node: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("{field}")]
+    // the name's error in the message, not as a source: the log line and `zkdns set` print
+    // this error alone, and "CNAME" by itself says nothing
+    #[error("{field}: {error}")]
     Name {
         field: &'static str,
-        #[source]
-        source: NameError,
+        error: NameError,
     },
     #[error("TXT string of {0} bytes is longer than 255")]
     TxtTooLong(usize),
+    #[error("TXT record of {0} bytes is longer than 65535 (RDLENGTH is 16 bits)")]
+    TxtRecordTooLong(usize),
+    #[error("TXT record without a string (write [\"\"] for one empty string)")]
+    TxtEmpty,
     #[error("CNAME cannot sit beside other records at the same name")]
     CnameAndOther,
     #[error("SOA {0} must be an absolute name ending in '.' or a name relative to the zone")]
@@ -227,7 +232,7 @@ pub fn decode_record_set(payload: &[u8], zone: &ZoneName) -> Result<RecordData, 
 /// Validates a record set already in JSON form.
 pub fn validate(json: &RecordSetJson, zone: &ZoneName) -> Result<RecordData, DataError> {
     let target = |field: &'static str, text: &str| {
-        parse_target(text, zone).map_err(|source| DataError::Name { field, source })
+        parse_target(text, zone).map_err(|error| DataError::Name { field, error })
     };
     let cname = json
         .cname
@@ -242,6 +247,16 @@ pub fn validate(json: &RecordSetJson, zone: &ZoneName) -> Result<RecordData, Dat
                 return Err(DataError::TxtTooLong(s.len()));
             }
             strings.push(s.as_bytes().into());
+        }
+        // one record's strings, each with its length byte, are its RDATA: a payload under
+        // MAX_PAYLOAD can hold more than RDLENGTH can say, and then it cannot be encoded
+        let rdata: usize = record.strings().iter().map(|s| s.len() + 1).sum();
+        if rdata > u16::MAX as usize {
+            return Err(DataError::TxtRecordTooLong(rdata));
+        }
+        // RDATA of no strings (RDLENGTH 0) is not a TXT record: decoders refuse the message
+        if strings.is_empty() {
+            return Err(DataError::TxtEmpty);
         }
         txt.push(strings);
     }
@@ -414,12 +429,7 @@ pub fn decode_zone(payload: &[u8], zone: &ZoneName) -> Result<ZoneSettings, Data
         settings.ns = json
             .ns
             .iter()
-            .map(|n| {
-                parse_target(n, zone).map_err(|source| DataError::Name {
-                    field: "ns",
-                    source,
-                })
-            })
+            .map(|n| parse_target(n, zone).map_err(|error| DataError::Name { field: "ns", error }))
             .collect::<Result<_, _>>()?;
     }
     Ok(settings)
@@ -486,6 +496,18 @@ mod tests {
         assert!(matches!(
             decode_record_set(long.as_bytes(), &z),
             Err(DataError::TxtTooLong(256))
+        ));
+        assert!(matches!(
+            decode_record_set(br#"{"TXT": [[]]}"#, &z),
+            Err(DataError::TxtEmpty)
+        ));
+        assert!(decode_record_set(br#"{"TXT": [[""], ""]}"#, &z).is_ok());
+        // 300 strings of 255 bytes in one record: 76,800 bytes of RDATA
+        let strings = vec![format!("\"{}\"", "x".repeat(255)); 300].join(",");
+        let long = format!(r#"{{"TXT": [[{strings}]]}}"#);
+        assert!(matches!(
+            decode_record_set(long.as_bytes(), &z),
+            Err(DataError::TxtRecordTooLong(76_800))
         ));
         let huge = vec![b' '; MAX_PAYLOAD + 1];
         assert!(matches!(

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::dns::forward::Forwarder;
+use crate::dns::ratelimit::RateLimiter;
 use crate::dns::server::{self, Acl, Handler, StalePolicy};
 use crate::error::{Failure, ResultExt};
 use crate::exposition::Sources;
@@ -83,10 +84,7 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> Result<(), Failure> {
     let layout = Layout::new(&global.root).or_input()?;
-    let zk = ZkConfig {
-        connect: global.zk.clone(),
-        session_timeout: global.zk_session_timeout,
-    };
+    let zk = ZkConfig::from_global(global)?;
     let workers = args.udp_workers.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
@@ -114,7 +112,8 @@ pub async fn run(
         .with_stale_policy(StalePolicy {
             ttl: u32::try_from(args.stale_ttl.as_secs()).unwrap_or(u32::MAX),
             max_age: args.max_stale,
-        }),
+        })
+        .with_rate_limit(RateLimiter::new(args.max_qps_per_client)),
     );
     let http_task = http_listener.map(|listener| {
         let endpoints = Endpoints::new(Sources {

@@ -169,16 +169,18 @@ pub fn answer(
     opts: AnswerOptions,
     out: &mut Vec<u8>,
 ) -> Outcome {
-    if q.opcode != OPCODE_QUERY {
-        error_reply(packet, q, rcode::NOTIMP, out); // RFC 8906 §3.1.3
-        return Outcome::Reply;
-    }
+    // the EDNS version first: BADVERS is a MUST (RFC 6891 §6.1.3), NOTIMP a SHOULD, and
+    // Knot answers an unknown opcode with an unknown version BADVERS too
     if let Some(e) = q.edns.filter(|e| e.version > 0) {
-        // RFC 6891 §6.1.3: BADVERS, with our version (0) in the OPT record
+        // BADVERS, with our version (0) in the OPT record
         let mut r = Response::start(out, packet, q);
         r.set_rcode(rcode::BADVERS);
         r.push_opt(rcode::BADVERS, e.dnssec_ok, &[]);
         r.finish();
+        return Outcome::Reply;
+    }
+    if q.opcode != OPCODE_QUERY {
+        error_reply(packet, q, rcode::NOTIMP, out); // RFC 8906 §3.1.3
         return Outcome::Reply;
     }
     if q.qtype == TYPE_AXFR || q.qtype == TYPE_IXFR {
@@ -319,7 +321,12 @@ fn finish(mut r: Response<'_>, q: &Query<'_>, code: u16, limit: usize, opts: Ans
         0
     };
     if r.len() + opt > limit {
-        r.truncate(q.question_end);
+        if limit >= u16::MAX as usize {
+            // TCP: as many records as one message holds (see `Response::truncate_to`)
+            r.truncate_to(q.question_end, limit - opt);
+        } else {
+            r.truncate(q.question_end);
+        }
     }
     if let Some(e) = q.edns {
         r.push_opt(code, e.dnssec_ok, options);

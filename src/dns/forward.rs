@@ -138,9 +138,9 @@ impl Forwarder {
                 exchange_tcp(upstream, &out, id, question, deadline).await
             } else {
                 // the upstream answers within what the client's query allows: read no more
-                let max = q
-                    .edns
-                    .map_or(PLAIN_UDP_REPLY, |e| usize::from(e.payload).max(PLAIN_UDP_REPLY));
+                let max = q.edns.map_or(PLAIN_UDP_REPLY, |e| {
+                    usize::from(e.payload).max(PLAIN_UDP_REPLY)
+                });
                 exchange_udp(upstream, &out, id, question, deadline, max).await
             };
             match result {

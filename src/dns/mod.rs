@@ -3,6 +3,8 @@
 
 pub mod answer;
 pub mod forward;
+pub mod fuzz_support;
+pub mod ratelimit;
 pub mod server;
 pub mod udp;
 pub mod wire;

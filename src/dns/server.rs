@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::dns::answer::{self, AnswerOptions, Freshness, Outcome};
 use crate::dns::forward::{ForwardError, Forwarder};
+use crate::dns::ratelimit::RateLimiter;
 use crate::dns::udp::UdpGroup;
 use crate::dns::wire::{self, rcode};
 use crate::metrics::{Counters, Metrics, QueryShard};
@@ -85,6 +86,8 @@ pub struct Handler {
     configured_zones: Vec<Box<[u8]>>,
     forwards: Semaphore,
     stale: StalePolicy,
+    /// `--max-qps-per-client`: `None` when off.
+    limiter: Option<RateLimiter>,
 }
 
 /// How answers are served while ZooKeeper is away (RFC 8767).
@@ -121,7 +124,14 @@ impl Handler {
             configured_zones: zones.iter().map(|z| wire_key_str(z.as_str())).collect(),
             forwards: Semaphore::new(MAX_FORWARDS),
             stale: StalePolicy::default(),
+            limiter: None,
         }
+    }
+
+    /// Caps the queries of each client outside loopback (`--max-qps-per-client`).
+    pub fn with_rate_limit(mut self, limiter: Option<RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Serve-stale settings (default: TTL 30 s, up to 3 days).
@@ -187,6 +197,12 @@ impl Handler {
         out: &mut Vec<u8>,
         shard: &QueryShard,
     ) -> Option<bool> {
+        // over its cap, a client gets nothing, not even REFUSED: no reflection to spoofed
+        // sources, and no work for the flood
+        if self.limiter.as_ref().is_some_and(|l| !l.admit(client)) {
+            Counters::add(&self.metrics.counters.rate_limited, 1);
+            return None;
+        }
         let q = match wire::parse_query(packet) {
             Ok(q) => q,
             Err(reason) => {

@@ -138,6 +138,24 @@ fn skip_name(p: &[u8], at: usize) -> Option<usize> {
     }
 }
 
+/// The end of a record this module wrote at `at`: its owner (a pointer, or a name in full),
+/// the fixed fields and the RDATA.
+fn record_end(p: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        let len = *p.get(at)? as usize;
+        if len & 0xC0 == 0xC0 {
+            at += 2;
+            break;
+        }
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let end = at + 10 + u16_at(p, at + 8)? as usize;
+    (end <= p.len()).then_some(end)
+}
+
 /// Parses a query. Anything malformed is rejected with the reason the answer needs.
 pub fn parse_query(p: &[u8]) -> Result<Query<'_>, Reject> {
     if p.len() < HEADER_LEN {
@@ -289,6 +307,11 @@ impl<'b> Response<'b> {
     /// Writes one record (`TYPE CLASS TTL RDLENGTH RDATA`, owner given apart) in `section`
     /// (1 answer, 2 authority, 3 additional).
     pub fn push(&mut self, section: usize, owner: Owner<'_>, record: &[u8]) {
+        // Past the largest message any transport takes, more records only cost time (a name
+        // with 100k members) and would overflow the 16-bit counts; finish() cuts it anyway.
+        if self.buf.len() > u16::MAX as usize {
+            return;
+        }
         match owner {
             Owner::Pointer(at) => self.buf.extend_from_slice(&(0xC000 | at).to_be_bytes()),
             Owner::Name(name) => self.buf.extend_from_slice(name),
@@ -320,6 +343,26 @@ impl<'b> Response<'b> {
         self.counts[1] = 0;
         self.counts[2] = 0;
         self.counts[3] = 0;
+        self.buf[2] |= 0x02;
+    }
+
+    /// Keeps the records that end within `max` bytes, in order, and sets TC: for TCP, where
+    /// no larger message exists, an RRset too large for one message is sent in part (RFC 2181
+    /// §9 lets a partial RRset stay in a TC answer) rather than not at all.
+    pub fn truncate_to(&mut self, question_end: usize, max: usize) {
+        let mut at = question_end;
+        let mut kept = [self.counts[0], 0, 0, 0];
+        'sections: for (kept, &count) in kept.iter_mut().zip(&self.counts).skip(1) {
+            for _ in 0..count {
+                let Some(end) = record_end(self.buf, at).filter(|&end| end <= max) else {
+                    break 'sections;
+                };
+                at = end;
+                *kept += 1;
+            }
+        }
+        self.buf.truncate(at);
+        self.counts = kept;
         self.buf[2] |= 0x02;
     }
 

@@ -40,6 +40,8 @@ async fn run_cmd(cmd: &str, timeout: Duration) -> Result<(), String> {
     let mut child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
+        // the check command is not ours to trust with ZooKeeper's credentials
+        .env_remove(crate::zk::auth::AUTH_ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

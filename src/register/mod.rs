@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, SessionState, WatchedEvent};
+use zookeeper_client::{Client, CreateMode, CreateOptions, SessionState, WatchedEvent};
 
 pub use address::primary as primary_address;
 pub use health::{Check, Health, Transition};
@@ -74,16 +74,17 @@ fn zk_error(path: &str) -> impl FnOnce(zookeeper_client::Error) -> RegisterError
     }
 }
 
+// nodes get owner-only writes when zkdns has credentials, else stay open (see zk::auth)
 fn ephemeral() -> CreateOptions<'static> {
-    CreateMode::Ephemeral.with_acls(Acls::anyone_all())
+    crate::zk::auth::create_options(CreateMode::Ephemeral)
 }
 
 fn container() -> CreateOptions<'static> {
-    CreateMode::Container.with_acls(Acls::anyone_all())
+    crate::zk::auth::create_options(CreateMode::Container)
 }
 
 fn persistent() -> CreateOptions<'static> {
-    CreateMode::Persistent.with_acls(Acls::anyone_all())
+    crate::zk::auth::create_options(CreateMode::Persistent)
 }
 
 /// NAME as typed → lower-case, no trailing dot; never a wildcard.
@@ -634,10 +635,7 @@ pub async fn run(
 ) -> Result<(), Failure> {
     let layout = Layout::new(&global.root).or_input()?;
     let plan = plan(&args)?;
-    let config = ZkConfig {
-        connect: global.zk.clone(),
-        session_timeout: global.zk_session_timeout,
-    };
+    let config = ZkConfig::from_global(global)?;
     // ZooKeeper must be there at the start (the zone is looked up there); later outages are
     // ridden out
     let client = crate::zk::connect(&config).await.or_runtime()?;

@@ -1,16 +1,23 @@
 //! Everything that talks to ZooKeeper: connecting (multi-host connect string, chroot, session
-//! timeout), the znode layout under the root, and the watcher that keeps the map current.
+//! timeout, credentials and TLS), the znode layout under the root, and the watcher that keeps
+//! the map current.
 
+pub mod auth;
 pub mod layout;
 pub mod sync;
 pub mod tree;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
 use zookeeper_client::{Client, SessionState};
 
+pub use auth::{ZkAuth, ZkTls};
 pub use layout::Layout;
+
+use crate::cli::GlobalArgs;
+use crate::error::{Failure, ResultExt};
 
 /// How to reach ZooKeeper.
 #[derive(Debug, Clone)]
@@ -18,6 +25,52 @@ pub struct ZkConfig {
     /// `host:port[,host:port…][/chroot]`, as the Java client takes it.
     pub connect: String,
     pub session_timeout: Duration,
+    /// Digest credentials; `None` connects anonymously.
+    pub auth: Option<Arc<ZkAuth>>,
+    /// TLS to every host of `connect` (`tcp://host` opts one out); `None` is plain TCP.
+    pub tls: Option<Arc<ZkTls>>,
+}
+
+impl ZkConfig {
+    /// An anonymous, plain-TCP configuration.
+    pub fn new(connect: &str, session_timeout: Duration) -> Self {
+        Self {
+            connect: connect.to_string(),
+            session_timeout,
+            auth: None,
+            tls: None,
+        }
+    }
+
+    /// The configuration every command runs with: `--zk`, `--zk-session-timeout`, the
+    /// credentials (`--zk-auth-file` or `ZKDNS_ZK_AUTH`) and `--zk-tls-*`. With credentials,
+    /// the nodes this process creates are made writable by them alone. Bad files or values
+    /// are bad input (exit 2).
+    pub fn from_global(global: &GlobalArgs) -> Result<Self, Failure> {
+        let auth = ZkAuth::load(
+            global.zk_auth_file.as_deref(),
+            std::env::var_os(auth::AUTH_ENV),
+        )
+        .or_input()?;
+        if let Some(auth) = &auth {
+            auth::protect_created_nodes(auth);
+        }
+        let tls = match &global.zk_tls_ca {
+            Some(ca) => {
+                let identity = global
+                    .zk_tls_cert
+                    .as_deref()
+                    .zip(global.zk_tls_key.as_deref());
+                Some(ZkTls::load(ca, identity).or_input()?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            auth: auth.map(Arc::new),
+            tls: tls.map(Arc::new),
+            ..Self::new(&global.zk, global.zk_session_timeout)
+        })
+    }
 }
 
 #[derive(Debug, Error)]
@@ -47,17 +100,28 @@ impl ZkError {
     }
 }
 
-/// Opens a session, trying every host of the connect string until the session timeout.
+/// Opens a session, trying every host of the connect string until the session timeout; with
+/// credentials, they are sent first on every connection of the session.
 pub async fn connect(config: &ZkConfig) -> Result<Client, ZkError> {
-    Client::connector()
+    let mut connector = Client::connector()
         .with_session_timeout(config.session_timeout)
-        .with_connection_timeout(config.session_timeout.min(Duration::from_secs(4)))
-        .connect(&config.connect)
-        .await
-        .map_err(|source| ZkError::Connect {
-            connect: config.connect.clone(),
-            source,
-        })
+        .with_connection_timeout(config.session_timeout.min(Duration::from_secs(4)));
+    if let Some(auth) = &config.auth {
+        connector = connector.with_auth("digest", &auth.credentials());
+    }
+    let connected = match &config.tls {
+        Some(tls) => {
+            connector
+                .with_tls(tls.options())
+                .secure_connect(&config.connect)
+                .await
+        }
+        None => connector.connect(&config.connect).await,
+    };
+    connected.map_err(|source| ZkError::Connect {
+        connect: config.connect.clone(),
+        source,
+    })
 }
 
 /// Closes the session so that its ephemeral nodes go at once, waiting briefly for the server

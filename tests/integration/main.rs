@@ -3,9 +3,14 @@
 
 mod support;
 
+mod bad_input;
+mod docker;
+mod faults;
 mod hosts;
 mod observability;
+mod packet_flood;
 mod register;
+mod security;
 mod serve_bad_data;
 mod serve_clients;
 mod serve_forward;

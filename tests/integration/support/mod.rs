@@ -1,27 +1,33 @@
-//! Fixtures for the integration tests: a real ZooKeeper ([`ZooKeeper`]), the real `zkdns`
-//! binary ([`Zkdns`]), Knot DNS as reference and upstream ([`Knot`], [`Upstream`]), DNS
-//! clients ([`dig`], [`query`]), znode writers ([`put_set`] …) and a network namespace
-//! ([`NetNs`]). Every process a fixture starts is killed on Drop, and by a watchdog if the test
-//! process dies first.
+//! Fixtures for the integration tests: a real ZooKeeper ([`ZooKeeper`]) and a three-node
+//! ensemble ([`Ensemble`]), the real `zkdns` binary ([`Zkdns`]), Knot DNS as reference and
+//! upstream ([`Knot`], [`Upstream`]), DNS clients ([`dig`], [`query`]) and a checked query load
+//! ([`QueryLoad`]), znode writers ([`put_set`] …) and a network namespace ([`NetNs`]). Every
+//! process a fixture starts is killed on Drop, and by a watchdog if the test process dies first.
 
 // Shared by every test module; not every module uses every helper.
 #![allow(dead_code, unused_imports)]
 
 mod dns;
+mod ensemble;
 mod knot;
+mod load;
 mod netns;
 mod process;
 mod proxy;
+mod tls;
 mod wait;
 mod zkdns;
 mod znodes;
 mod zookeeper;
 
 pub use dns::*;
+pub use ensemble::*;
 pub use knot::*;
+pub use load::*;
 pub use netns::*;
 pub use process::*;
 pub use proxy::*;
+pub use tls::*;
 pub use wait::*;
 pub use zkdns::*;
 pub use znodes::*;

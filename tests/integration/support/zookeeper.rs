@@ -25,6 +25,10 @@ pub struct ZooKeeper {
     port: u16,
     /// Java system properties added to the server's command line (`-Dkey=value …`).
     extra_jvm_flags: String,
+    /// Lines added to zoo.cfg, `{secure_port}` replaced by [`ZooKeeper::secure_port`].
+    extra_config: String,
+    /// A second free port, for a `secureClientPort` in `extra_config`.
+    secure_port: u16,
     /// Removes the data dir if the test process dies (the shared server is never dropped);
     /// kills the server first, by the process group in `<dir>/pgid`.
     _cleanup: Cleanup,
@@ -39,6 +43,12 @@ impl ZooKeeper {
     /// [`ZooKeeper::start`] with more JVM flags, e.g. `-Dznode.container.checkIntervalMs=200`
     /// so that container nodes are reaped within a test's patience (the default is 60 s).
     pub fn start_with_jvm_flags(extra_jvm_flags: &str) -> ZooKeeper {
+        Self::start_with(extra_jvm_flags, "")
+    }
+
+    /// [`ZooKeeper::start_with_jvm_flags`] with lines added to zoo.cfg; `{secure_port}` in
+    /// them stands for a second free port ([`ZooKeeper::secure_port`]), e.g. for TLS.
+    pub fn start_with(extra_jvm_flags: &str, extra_config: &str) -> ZooKeeper {
         assert!(
             Path::new(ZK_SERVER).exists(),
             "{ZK_SERVER} is missing: apt-get install zookeeper"
@@ -56,11 +66,17 @@ impl ZooKeeper {
             dir,
             port: 0,
             extra_jvm_flags: extra_jvm_flags.to_string(),
+            extra_config: extra_config.to_string(),
+            secure_port: 0,
             _cleanup: cleanup,
         };
         // the port was free when picked; if the server cannot bind it, pick another
         for attempt in 1..=3 {
             zk.port = free_tcp_port();
+            zk.secure_port = free_tcp_port();
+            while zk.secure_port == zk.port {
+                zk.secure_port = free_tcp_port();
+            }
             zk.write_config();
             match zk.launch() {
                 Ok(()) => return zk,
@@ -80,6 +96,11 @@ impl ZooKeeper {
 
     pub fn connect_string(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port picked for `{secure_port}` in the extra config.
+    pub fn secure_port(&self) -> u16 {
+        self.secure_port
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -165,7 +186,9 @@ impl ZooKeeper {
              autopurge.purgeInterval=0\n",
             data.display(),
             self.port
-        );
+        ) + &self
+            .extra_config
+            .replace("{secure_port}", &self.secure_port.to_string());
         std::fs::write(self.dir.path().join("zoo.cfg"), cfg).expect("write zoo.cfg");
     }
 
