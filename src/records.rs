@@ -42,6 +42,18 @@ pub enum DataError {
     CnameAndOther,
     #[error("SOA {0} must be an absolute name ending in '.' or a name relative to the zone")]
     Soa(&'static str),
+    #[error("{field} {value} is above 2147483647 (RFC 2181 §8)")]
+    TtlTooLarge { field: &'static str, value: u32 },
+}
+
+/// Largest TTL a resolver honours (RFC 2181 §8: larger values are read as 0).
+pub const MAX_TTL: u32 = i32::MAX as u32;
+
+fn check_ttl(field: &'static str, value: Option<u32>) -> Result<(), DataError> {
+    match value {
+        Some(value) if value > MAX_TTL => Err(DataError::TtlTooLarge { field, value }),
+        _ => Ok(()),
+    }
 }
 
 /// One TXT record: one or several character-strings.
@@ -231,6 +243,7 @@ pub fn decode_record_set(payload: &[u8], zone: &ZoneName) -> Result<RecordData, 
 
 /// Validates a record set already in JSON form.
 pub fn validate(json: &RecordSetJson, zone: &ZoneName) -> Result<RecordData, DataError> {
+    check_ttl("ttl", json.ttl)?;
     let target = |field: &'static str, text: &str| {
         parse_target(text, zone).map_err(|error| DataError::Name { field, error })
     };
@@ -408,6 +421,8 @@ pub fn decode_zone(payload: &[u8], zone: &ZoneName) -> Result<ZoneSettings, Data
         return Ok(settings);
     }
     let json: ZoneJson = serde_json::from_slice(payload)?;
+    check_ttl("ttl", json.ttl)?;
+    check_ttl("SOA minimum", json.soa.as_ref().and_then(|s| s.minimum))?;
     if let Some(ttl) = json.ttl {
         settings.ttl = ttl;
     }
@@ -481,6 +496,7 @@ mod tests {
             br#"{"AAA": ["10.0.0.5"]}"#,
             br#"{"ttl": "5"}"#,
             br#"{"ttl": -1}"#,
+            br#"{"ttl": 2147483648}"#,
             br#"{"CNAME": "bad name."}"#,
             br#"{"CNAME": "x.", "A": ["10.0.0.1"]}"#,
             br#"{"SRV": [{"port": 70000, "target": "x"}]}"#,

@@ -3,7 +3,7 @@
 //! and how many sets lie below it, and a set's old addresses are read back from its entry), so
 //! a changed record set costs a few arena writes and nothing is kept twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -87,6 +87,20 @@ fn zone_snap(zone: &ZoneName, z: &ZoneBuild) -> ZoneSnap {
 fn nested(a: &str, b: &str) -> bool {
     let below = |x: &str, y: &str| x == y || x.ends_with(&format!(".{y}"));
     below(a, b) || below(b, a)
+}
+
+/// The addresses an entry gives PTR records to, and their TTL: a record set's, not a
+/// wildcard's (a wildcard is no name to point at).
+fn ptr_view(node: &NodeRef<'_>, key: &[u8]) -> (Vec<IpAddr>, u32) {
+    if !node.is_set() || key.starts_with(b"\x01*") {
+        return (Vec::new(), 0);
+    }
+    let ttl = node
+        .rrsets()
+        .find(|s| matches!(s.rtype, RecordType::A | RecordType::AAAA))
+        .and_then(|s| s.iter().next())
+        .map_or(0, |r| u32::from_be_bytes([r[4], r[5], r[6], r[7]]));
+    (node.addresses().collect(), ttl)
 }
 
 /// A PTR record (without owner) pointing at `owner`.
@@ -280,19 +294,32 @@ impl Builder {
         if self.snap.nodes.get(key) == Some(entry) {
             return;
         }
-        self.forget(key);
+        let (old_name, old_records, (old_addrs, old_ttl)) = match self.snap.node(key) {
+            Some(old) => (
+                old.flags & FLAG_NAME != 0,
+                old.records(),
+                ptr_view(&old, key),
+            ),
+            None => (false, 0, (Vec::new(), 0)),
+        };
+        self.snap.names -= usize::from(old_name);
+        self.snap.records -= old_records;
         let node = NodeRef::parse(entry);
         self.snap.names += usize::from(node.flags & FLAG_NAME != 0);
         self.snap.records += node.records();
-        if node.is_set() && !key.starts_with(b"\x01*") {
-            let ttl = node
-                .rrsets()
-                .find(|s| matches!(s.rtype, RecordType::A | RecordType::AAAA))
-                .and_then(|s| s.iter().next())
-                .map_or(0, |r| u32::from_be_bytes([r[4], r[5], r[6], r[7]]));
-            for ip in node.addresses().collect::<Vec<_>>() {
-                self.ptr_change(ip, key, Some(ttl));
-            }
+        let (new_addrs, new_ttl) = ptr_view(&node, key);
+        // only the PTRs of addresses that came or went change (a set with thousands of
+        // members changes one address per event); a new TTL rewrites them all
+        let old_set: HashSet<IpAddr> = old_addrs.iter().copied().collect();
+        let new_set: HashSet<IpAddr> = new_addrs.iter().copied().collect();
+        for ip in old_addrs.iter().filter(|ip| !new_set.contains(ip)) {
+            self.ptr_change(*ip, key, None);
+        }
+        for ip in new_addrs
+            .iter()
+            .filter(|ip| old_ttl != new_ttl || !old_set.contains(ip))
+        {
+            self.ptr_change(*ip, key, Some(new_ttl));
         }
         self.snap.nodes.insert(key, entry);
     }

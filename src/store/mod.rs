@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn lookups() {
-        let t = tree(&[
+        let mut t = tree(&[
             ("c.l", ""),
             ("c.l/web", r#"{"A": ["10.0.0.1", "10.0.0.2"]}"#),
             ("c.l/api.prod", r#"{"A": ["10.0.0.3"]}"#),
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn nested_zones_take_their_names() {
-        let t = tree(&[
+        let mut t = tree(&[
             ("c.l", ""),
             ("sub.c.l", ""),
             ("c.l/a.sub", r#"{"A": ["10.0.0.1"]}"#),

@@ -3,6 +3,8 @@
 //! and its records in wire format without owner (`TYPE CLASS TTL RDLENGTH RDATA`), so an answer
 //! copies them straight into the response.
 
+use std::collections::HashSet;
+
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
@@ -177,23 +179,31 @@ pub fn encode_record(rdata: &RData, ttl: u32, out: &mut Vec<u8>) {
 
 /// Appends an RRset (header and records) of distinct `rdatas` to `out`; nothing when empty.
 pub fn encode_rrset(rtype: RecordType, rdatas: &[RData], ttl: u32, out: &mut Vec<u8>) -> bool {
-    let mut distinct: Vec<&RData> = Vec::with_capacity(rdatas.len());
-    for r in rdatas {
-        if !distinct.contains(&r) {
-            distinct.push(r);
-        }
-    }
-    if distinct.is_empty() {
-        return false;
-    }
     let head = out.len();
     out.extend_from_slice(&u16::from(rtype).to_le_bytes());
-    out.extend_from_slice(&(distinct.len() as u16).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    for r in &distinct {
-        encode_record(r, ttl, out);
+    out.extend_from_slice(&[0; 6]);
+    // one record per distinct value, first one kept: members may repeat an address; and no
+    // more than the 16-bit count holds (far past what one message carries anyway)
+    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(rdatas.len());
+    let mut rec = Vec::with_capacity(64);
+    let mut count = 0u16;
+    for r in rdatas {
+        if count == u16::MAX {
+            break;
+        }
+        rec.clear();
+        encode_record(r, ttl, &mut rec);
+        if seen.insert(rec.clone()) {
+            out.extend_from_slice(&rec);
+            count += 1;
+        }
+    }
+    if count == 0 {
+        out.truncate(head);
+        return false;
     }
     let len = (out.len() - head - RRSET_HEADER) as u32;
+    out[head + 2..head + 4].copy_from_slice(&count.to_le_bytes());
     out[head + 4..head + 8].copy_from_slice(&len.to_le_bytes());
     true
 }

@@ -68,8 +68,14 @@ pub struct Tree {
     filter: Option<BTreeSet<ZoneName>>,
     zones: BTreeMap<ZoneName, ZoneSettings>,
     merges: HashMap<(ZoneName, RelName), Merge>,
-    /// Paths of bad nodes already reported, with the zxid of the payload reported.
+    /// Paths of bad nodes currently skipped, with the zxid of the payload reported.
     warned: HashMap<String, i64>,
+    /// What the tree this one replaces had reported: not logged again if still bad, and
+    /// forgotten if gone (a full read only carries over what it sees again).
+    earlier: HashMap<String, i64>,
+    /// Sets whose members changed since the last [`Tree::flush`]: encoded once per batch,
+    /// so a set with thousands of members costs one encoding per batch, not per member.
+    dirty: BTreeMap<(ZoneName, RelName), u32>,
     builder: Builder,
 }
 
@@ -96,7 +102,7 @@ impl Tree {
     pub fn fresh(&self) -> Self {
         Self {
             filter: self.filter.clone(),
-            warned: self.warned.clone(),
+            earlier: self.warned.clone(),
             ..Self::default()
         }
     }
@@ -107,8 +113,24 @@ impl Tree {
     }
 
     /// The snapshot of everything applied so far.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&mut self) -> Snapshot {
+        self.flush();
         self.builder.snapshot()
+    }
+
+    /// Encodes the sets whose members changed. Returns whether the snapshot changed.
+    pub fn flush(&mut self) -> bool {
+        let mut changed = false;
+        for ((z, n), when) in std::mem::take(&mut self.dirty) {
+            let Some(merge) = self.merges.get(&(z.clone(), n.clone())) else {
+                continue; // the set went, or its last member: already written
+            };
+            if self.builder.put_set(&z, &n, &merge.merged()) {
+                self.builder.touch_zone(&z, when);
+                changed = true;
+            }
+        }
+        changed
     }
 
     /// Number of zones served.
@@ -144,10 +166,13 @@ impl Tree {
     }
 
     fn report(&mut self, path: &str, mzxid: i64, reason: &dyn std::fmt::Display) {
-        if self.warned.get(path) != Some(&mzxid) {
-            warn!(path, %reason, "skipping bad znode");
-            self.warned.insert(path.to_string(), mzxid);
+        if self.warned.get(path) == Some(&mzxid) {
+            return;
         }
+        if self.earlier.get(path) != Some(&mzxid) {
+            warn!(path, %reason, "skipping bad znode");
+        }
+        self.warned.insert(path.to_string(), mzxid);
     }
 
     /// Clears reports of `path` and everything below it.
@@ -357,16 +382,30 @@ impl Tree {
         if !membership_changed {
             return Applied::Unchanged;
         }
-        let data = merge.merged();
-        if merge.members.is_empty() {
-            self.merges.remove(&key);
+        let hidden = merge.own.cname.is_some() && merge.members.contains_key(member);
+        let last_gone = merge.members.is_empty();
+        if hidden {
+            let mzxid = state.map_or(0, |s| s.mzxid);
+            self.report(
+                path,
+                mzxid,
+                &"its record set is a CNAME: the member's records are not served",
+            );
         }
-        let changed = self.builder.put_set(&z, &n, &data);
-        if changed {
-            let when = state.map_or_else(now_secs, |s| unix_secs(s.mtime));
-            self.builder.touch_zone(&z, when);
+        let when = state.map_or_else(now_secs, |s| unix_secs(s.mtime));
+        if last_gone {
+            // the last member went: the set is its own data again
+            let own = self.merges.remove(&key).expect("present").own;
+            self.dirty.remove(&key);
+            let changed = self.builder.put_set(&z, &n, &own);
+            if changed {
+                self.builder.touch_zone(&z, when);
+            }
+            return Applied::from_changed(changed);
         }
-        Applied::from_changed(changed)
+        let stamp = self.dirty.entry(key).or_default();
+        *stamp = (*stamp).max(when);
+        Applied::Changed
     }
 }
 
@@ -388,7 +427,7 @@ mod tests {
         Layout::new("/zkdns").unwrap()
     }
 
-    fn addresses(t: &Tree, name: &str) -> usize {
+    fn addresses(t: &mut Tree, name: &str) -> usize {
         let mut scratch = [0u8; 257];
         match t.snapshot().lookup(&wire_key_str(name), &mut scratch) {
             Lookup::Found { node, .. } => node.addresses().count(),
@@ -417,7 +456,7 @@ mod tests {
             t.apply(&l, "/zkdns/zones/c.l/web/m1", Some(&m1)),
             Applied::Changed
         );
-        assert_eq!(addresses(&t, "web.c.l"), 2);
+        assert_eq!(addresses(&mut t, "web.c.l"), 2);
         // the same state again changes nothing
         assert_eq!(
             t.apply(&l, "/zkdns/zones/c.l/web/m1", Some(&m1)),
@@ -429,12 +468,12 @@ mod tests {
             "/zkdns/zones/c.l/web",
             Some(&node(r#"{"A":["10.0.0.9"]}"#)),
         );
-        assert_eq!(addresses(&t, "web.c.l"), 2);
+        assert_eq!(addresses(&mut t, "web.c.l"), 2);
         assert_eq!(
             t.apply(&l, "/zkdns/zones/c.l/web/m1", None),
             Applied::Changed
         );
-        assert_eq!(addresses(&t, "web.c.l"), 1);
+        assert_eq!(addresses(&mut t, "web.c.l"), 1);
         assert_eq!(t.apply(&l, "/zkdns/zones/c.l/web", None), Applied::Changed);
         assert_eq!(t.apply(&l, "/zkdns/zones/c.l", None), Applied::Changed);
         assert_eq!(t.zone_count(), 0);
@@ -491,7 +530,7 @@ mod tests {
     }
 
     /// Everything a lookup can observe, for comparing snapshots.
-    fn observe(t: &Tree, names: &[String]) -> Vec<String> {
+    fn observe(t: &mut Tree, names: &[String]) -> Vec<String> {
         let s = t.snapshot();
         let mut scratch = [0u8; 257];
         let mut out: Vec<String> = names
@@ -645,8 +684,8 @@ mod tests {
                         tree = full_read(&model);
                     }
                 }
-                let full = full_read(&model);
-                proptest::prop_assert_eq!(observe(&tree, &names), observe(&full, &names), "after {} = {:?}", path, value);
+                let mut full = full_read(&model);
+                proptest::prop_assert_eq!(observe(&mut tree, &names), observe(&mut full, &names), "after {} = {:?}", path, value);
             }
         }
     }

@@ -561,11 +561,7 @@ async fn ten_thousand_addresses_under_one_name() {
 }
 
 /// 10,000 registered members under one name, as 10,000 containers of one service would make.
-/// Ignored: each member event re-encodes the whole set and its PTRs (quadratic in members,
-/// cubic with the dedup in `encode_rrset`), so the debug binary needs many minutes; run it
-/// with `cargo test --release -- --ignored ten_thousand_members`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
 async fn ten_thousand_members_under_one_name() {
     const N: usize = 10_000;
     let zk = ZooKeeper::shared();
