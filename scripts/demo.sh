@@ -42,6 +42,8 @@ else
 fi
 
 "$bin" --zk "$zk" import zones/*.zone
+"$bin" --zk "$zk" import --format hosts --zone office.test zones/office.test.hosts
+"$bin" --zk "$zk" import --format json-map --zone legacy.test zones/legacy.test.json
 "$bin" --zk "$zk" --root /zkdns-demo-upstream import scripts/demo/upstream.zone >/dev/null
 setsid "$bin" --zk "$zk" --root /zkdns-demo-upstream serve --listen 127.0.0.1:5354 --no-upstream \
   2> "$state/upstream.log" &
@@ -57,6 +59,8 @@ zkdns is answering on 127.0.0.1:5353 (ZooKeeper on $zk). Try:
   dig @127.0.0.1 -p 5353 web.cluster.test          # A records from ZooKeeper
   dig @127.0.0.1 -p 5353 nope.cluster.test         # NXDOMAIN with the zone's SOA
   dig @127.0.0.1 -p 5353 _http._tcp.web.cluster.test SRV
+  dig @127.0.0.1 -p 5353 printer.office.test       # from zones/office.test.hosts
+  dig @127.0.0.1 -p 5353 cache.legacy.test ANY     # from the old JSON map format
   dig @127.0.0.1 -p 5353 www.example.test          # forwarded to the upstream on 127.0.0.1:5354
   $bin --zk $zk set web.cluster.test A 10.0.0.99   # the next dig sees it
 
