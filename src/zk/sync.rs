@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::FutureExt;
 use futures_util::future::join_all;
+use futures_util::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use zookeeper_client::{
@@ -23,6 +23,8 @@ use crate::zk::{ZkConfig, close, connect};
 
 /// Operations per multiRead request in a full read: well below jute.maxbuffer for replies.
 const READ_BATCH: usize = 1000;
+/// multiRead requests of a full read in flight at once.
+const READS_IN_FLIGHT: usize = 8;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -250,6 +252,7 @@ impl Sync {
         let snapshot = self.tree.snapshot();
         let names = snapshot.names;
         self.store.publish(snapshot);
+        release_free_memory();
         let c = &self.metrics.counters;
         Counters::add(&c.zk_resyncs, 1);
         Counters::set(&c.zk_last_resync_ms, started.elapsed().as_millis() as u64);
@@ -335,6 +338,16 @@ impl Sync {
     }
 }
 
+/// Hands the heap that a full read used and freed back to the system: glibc keeps it
+/// otherwise, and the stub would sit at its peak RSS (the old map, the new one and the reads).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 fn is_terminal(client: &Client) -> bool {
     client.state().is_terminated()
 }
@@ -351,8 +364,14 @@ enum Op<'a> {
     Children(&'a str),
 }
 
-/// Runs read operations in multiRead batches, all batches in flight at once.
-async fn multi_read(client: &Client, ops: &[Op<'_>]) -> Result<Vec<MultiReadResult>, ReadError> {
+/// Runs read operations in multiRead batches, a few batches in flight at once, handing each
+/// result (with the index of its operation) to `each` as its batch completes: 100k results
+/// are never all held at once.
+async fn multi_read(
+    client: &Client,
+    ops: &[Op<'_>],
+    mut each: impl FnMut(usize, MultiReadResult),
+) -> Result<(), ReadError> {
     let mut batches = Vec::new();
     for chunk in ops.chunks(READ_BATCH) {
         let mut reader = client.new_multi_reader();
@@ -363,13 +382,18 @@ async fn multi_read(client: &Client, ops: &[Op<'_>]) -> Result<Vec<MultiReadResu
             }
             .map_err(ReadError)?;
         }
+        // lazy: the request goes out when the stream below polls it
         batches.push(async move { reader.commit().await });
     }
-    let mut out = Vec::with_capacity(ops.len());
-    for result in join_all(batches).await {
-        out.extend(result.map_err(ReadError)?);
+    let mut results = futures_util::stream::iter(batches).buffered(READS_IN_FLIGHT);
+    let mut index = 0;
+    while let Some(batch) = results.next().await {
+        for result in batch.map_err(ReadError)? {
+            each(index, result);
+            index += 1;
+        }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Reads the whole zones subtree into a fresh tree (keeping `base`'s filter and the memory of
@@ -390,44 +414,52 @@ async fn full_read(client: &Client, layout: &Layout, base: &Tree) -> Result<Tree
         .iter()
         .flat_map(|p| [Op::Data(p), Op::Children(p)])
         .collect();
-    let results = multi_read(client, &ops).await?;
     let mut set_paths = Vec::new();
-    for (path, pair) in zone_paths.iter().zip(results.chunks(2)) {
-        let (MultiReadResult::Data { data, stat }, MultiReadResult::Children { children }) =
-            (&pair[0], &pair[1])
-        else {
-            continue; // gone since the listing
-        };
-        tree.apply(layout, path, Some(&node_state(data.clone(), stat)));
-        set_paths.extend(children.iter().map(|c| format!("{path}/{c}")));
-    }
-
-    let ops: Vec<Op> = set_paths.iter().map(|p| Op::Data(p)).collect();
-    let results = multi_read(client, &ops).await?;
-    let mut with_members = Vec::new();
-    for (path, result) in set_paths.iter().zip(results) {
-        if let MultiReadResult::Data { data, stat } = result {
-            tree.apply(layout, path, Some(&node_state(data, &stat)));
-            if stat.num_children > 0 {
-                with_members.push(path);
+    let mut zone_data = None;
+    multi_read(client, &ops, |i, result| match result {
+        MultiReadResult::Data { data, stat } => zone_data = Some(node_state(data, &stat)),
+        MultiReadResult::Children { children } => {
+            let path = &zone_paths[i / 2];
+            if let Some(state) = zone_data.take() {
+                tree.apply(layout, path, Some(&state));
+                set_paths.extend(children.iter().map(|c| format!("{path}/{c}")));
             }
         }
-    }
+        MultiReadResult::Error { .. } => zone_data = None, // gone since the listing
+        _ => {}
+    })
+    .await?;
 
-    let ops: Vec<Op> = with_members.iter().map(|p| Op::Children(p)).collect();
-    let results = multi_read(client, &ops).await?;
+    let ops: Vec<Op> = set_paths.iter().map(|p| Op::Data(p)).collect();
+    let mut with_members = Vec::new();
+    multi_read(client, &ops, |i, result| {
+        if let MultiReadResult::Data { data, stat } = result {
+            tree.apply(layout, &set_paths[i], Some(&node_state(data, &stat)));
+            if stat.num_children > 0 {
+                with_members.push(i);
+            }
+        }
+    })
+    .await?;
+
+    let ops: Vec<Op> = with_members
+        .iter()
+        .map(|&i| Op::Children(&set_paths[i]))
+        .collect();
     let mut member_paths = Vec::new();
-    for (path, result) in with_members.iter().zip(results) {
+    multi_read(client, &ops, |i, result| {
         if let MultiReadResult::Children { children } = result {
+            let path = &set_paths[with_members[i]];
             member_paths.extend(children.iter().map(|c| format!("{path}/{c}")));
         }
-    }
+    })
+    .await?;
     let ops: Vec<Op> = member_paths.iter().map(|p| Op::Data(p)).collect();
-    let results = multi_read(client, &ops).await?;
-    for (path, result) in member_paths.iter().zip(results) {
+    multi_read(client, &ops, |i, result| {
         if let MultiReadResult::Data { data, stat } = result {
-            tree.apply(layout, path, Some(&node_state(data, &stat)));
+            tree.apply(layout, &member_paths[i], Some(&node_state(data, &stat)));
         }
-    }
+    })
+    .await?;
     Ok(tree)
 }
