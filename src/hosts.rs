@@ -313,9 +313,13 @@ fn write_renamed(
             }
         }
         file.write_all(contents).map_err(RenameError::Fatal)?;
-        file.sync_all().map_err(RenameError::Fatal)?;
+        file.sync_all().map_err(RenameError::Fatal)
+    })()
+    .and_then(|()| {
+        // closed before the rename: a watcher of the target sees one close-after-write
+        drop(file);
         std::fs::rename(&temp, target).map_err(fallback_on(&[ResourceBusy, CrossesDevices]))
-    })();
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
         return result;
