@@ -161,12 +161,34 @@ fn changes(c: &mut Criterion) {
     g.finish();
 }
 
+/// What the query path adds per query for its metrics: a count by type, a count by RCODE, and
+/// its share of a batch's latency sample (one per batch of `BATCH` answers).
+fn metrics(c: &mut Criterion) {
+    const BATCH: u64 = 8;
+    let m = zkdns::metrics::Metrics::new(1);
+    let shard = m.shard(1);
+    let mut g = c.benchmark_group("metrics");
+    g.bench_function("per_query", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            shard.query(std::hint::black_box(1));
+            shard.response(std::hint::black_box(0));
+            i += 1;
+            if i % BATCH == 0 {
+                shard.latency(std::time::Duration::from_micros(40), BATCH);
+            }
+        })
+    });
+    g.finish();
+}
+
 fn query_path(c: &mut Criterion) {
     let layout = Layout::new("/b").expect("a valid root");
     let snap = build(&layout, &nodes(10_000)).snapshot();
     lookups(c, &snap);
     answers(c, &snap);
     changes(c);
+    metrics(c);
 }
 
 criterion_group!(benches, query_path);
