@@ -3,7 +3,7 @@
 //! reconnects (ZOOKEEPER-4698), so every reconnect is followed by a full re-read, and an expired
 //! session by a new client and the same. The last good map keeps serving throughout (stale).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -201,7 +201,8 @@ impl Sync {
                 }
                 () = cancel.cancelled() => return End::Cancelled,
             };
-            let mut paths = BTreeSet::new();
+            // path → whether its last event was a deletion
+            let mut paths = BTreeMap::new();
             let mut event = Some(first);
             while let Some(ev) = event.take() {
                 if ev.event_type == EventType::Session {
@@ -223,7 +224,8 @@ impl Sync {
                         _ => {}
                     }
                 } else {
-                    paths.insert(ev.path);
+                    let deleted = ev.event_type == EventType::NodeDeleted;
+                    paths.insert(ev.path, deleted);
                 }
                 // take whatever else is already queued, without waiting
                 event = w.changed().now_or_never();
@@ -269,9 +271,29 @@ impl Sync {
 
     /// Re-reads the nodes that events named (and any ancestor not known yet), applies them,
     /// and publishes a new snapshot if anything changed.
-    async fn refresh(&mut self, client: &Client, paths: BTreeSet<String>) -> Result<(), ReadError> {
+    async fn refresh(
+        &mut self,
+        client: &Client,
+        paths: BTreeMap<String, bool>,
+    ) -> Result<(), ReadError> {
+        // a node whose last event deleted it is gone: nothing to read (the round trip saved
+        // is most of what a delete takes to reach DNS); children before parents
+        let mut changed = false;
+        let mut deleted: Vec<&String> = paths.iter().filter(|(_, d)| **d).map(|(p, _)| p).collect();
+        deleted.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        for path in deleted {
+            match self.tree.apply(&self.layout, path, None) {
+                Applied::Unchanged => {}
+                Applied::Changed => changed = true,
+                Applied::Resync => {
+                    return Err(ReadError(zookeeper_client::Error::UnexpectedError(
+                        format!("{path} changed the zone layout; reading everything again"),
+                    )));
+                }
+            }
+        }
         let mut wanted: BTreeSet<(usize, String)> = BTreeSet::new();
-        for path in paths {
+        for path in paths.into_iter().filter(|(_, d)| !d).map(|(p, _)| p) {
             match self.layout.classify(&path) {
                 NodePath::Zones => {
                     wanted.insert((0, path));
@@ -308,7 +330,6 @@ impl Sync {
         // requests are sent in call order and pipelined on the one connection
         let reads: Vec<_> = wanted.iter().map(|(_, p)| client.get_data(p)).collect();
         let results = join_all(reads).await;
-        let mut changed = false;
         for ((_, path), result) in wanted.iter().zip(results) {
             let state = match result {
                 Ok((data, stat)) => Some(node_state(data, &stat)),
