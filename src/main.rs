@@ -19,7 +19,15 @@ fn main() -> ExitCode {
         Command::Serve(_) | Command::Register(_) | Command::Hosts(_)
     );
     zkdns::logging::init(cli.global.log_format, daemon);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // one worker: UDP queries have threads of their own (dns::udp), and what the runtime does
+    // (ZooKeeper, TCP, forwarding, HTTP) waits on I/O; a second worker doubled the wakeups of
+    // an idle stub (every ZooKeeper client tick woke both). Long CPU work (a full snapshot
+    // build) runs in `block_in_place`, off the worker.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("zkdns: error: cannot start the runtime: {e}");
