@@ -240,6 +240,85 @@ pub fn wire_key_str(fqdn: &str) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
+/// An address as the reverse table keys it: its octets (4 for IPv4, 16 for IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddrKey {
+    octets: [u8; 16],
+    len: u8,
+}
+
+impl AddrKey {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.octets[..self.len as usize]
+    }
+}
+
+impl From<std::net::IpAddr> for AddrKey {
+    fn from(ip: std::net::IpAddr) -> Self {
+        let mut octets = [0u8; 16];
+        let len = match ip {
+            std::net::IpAddr::V4(v4) => {
+                octets[..4].copy_from_slice(&v4.octets());
+                4
+            }
+            std::net::IpAddr::V6(v6) => {
+                octets = v6.octets();
+                16
+            }
+        };
+        Self { octets, len }
+    }
+}
+
+/// The address a lower-case wire name is the reverse name of, in exactly the form that
+/// names it (`4.3.2.1.in-addr.arpa`, no leading zeros; 32 lower-case nibbles then
+/// `ip6.arpa`); `None` for any other name, so a lookup by address answers the same names
+/// a lookup by the reverse name would.
+pub fn reverse_addr(wire: &[u8]) -> Option<AddrKey> {
+    const V4_TAIL: &[u8] = b"\x07in-addr\x04arpa\x00";
+    const V6_TAIL: &[u8] = b"\x03ip6\x04arpa\x00";
+    let mut key = AddrKey {
+        octets: [0; 16],
+        len: 0,
+    };
+    if wire.len() == 64 + V6_TAIL.len() && wire.ends_with(V6_TAIL) {
+        for (i, label) in wire[..64].chunks_exact(2).enumerate() {
+            let nibble = match label {
+                [1, d @ b'0'..=b'9'] => d - b'0',
+                [1, d @ b'a'..=b'f'] => d - b'a' + 10,
+                _ => return None,
+            };
+            // the first label is the low nibble of the last octet
+            let octet = 15 - i / 2;
+            key.octets[octet] |= if i % 2 == 0 { nibble } else { nibble << 4 };
+        }
+        key.len = 16;
+        return Some(key);
+    }
+    let labels = wire.strip_suffix(V4_TAIL)?;
+    let mut at = 0;
+    for octet in (0..4).rev() {
+        let len = *labels.get(at)? as usize;
+        let digits = labels.get(at + 1..at + 1 + len)?;
+        if !(1..=3).contains(&len)
+            || !digits.iter().all(u8::is_ascii_digit)
+            || (len > 1 && digits[0] == b'0')
+        {
+            return None;
+        }
+        let value = digits
+            .iter()
+            .fold(0u16, |v, d| v * 10 + u16::from(d - b'0'));
+        key.octets[octet] = u8::try_from(value).ok()?;
+        at += 1 + len;
+    }
+    if at != labels.len() {
+        return None;
+    }
+    key.len = 4;
+    Some(key)
+}
+
 /// Offsets at which each suffix of a wire name starts, longest first (the name itself at 0,
 /// the root last). Stops early at a malformed label.
 pub fn label_offsets(wire: &[u8]) -> impl Iterator<Item = usize> + '_ {
@@ -277,6 +356,56 @@ mod tests {
 
     fn zone() -> ZoneName {
         ZoneName::parse("Cluster.Local.").unwrap()
+    }
+
+    #[test]
+    fn reverse_names_map_to_their_addresses_and_nothing_else_does() {
+        use std::net::IpAddr;
+        let ips = [
+            "10.0.0.3",
+            "0.0.0.0",
+            "255.255.255.255",
+            "192.168.100.9",
+            "::",
+            "::1",
+            "2001:db8::abcd:ef01",
+            "fe80::1:2:3:4",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ];
+        for ip in ips {
+            let ip: IpAddr = ip.parse().unwrap();
+            let wire = wire_key(&hickory_proto::rr::Name::from(ip));
+            assert_eq!(reverse_addr(&wire), Some(AddrKey::from(ip)), "{ip}");
+        }
+        let v6 = |nibbles: &str| wire_key_str(&format!("{nibbles}.ip6.arpa"));
+        let ones = vec!["1"; 32].join(".");
+        assert_eq!(
+            reverse_addr(&v6(&ones)).map(|k| k.as_bytes().to_vec()),
+            Some(vec![0x11; 16])
+        );
+        for name in [
+            "3.0.0.in-addr.arpa", // a network, not an address
+            "4.3.0.0.10.in-addr.arpa",
+            "03.0.0.10.in-addr.arpa", // not the canonical name of 10.0.0.3
+            "256.0.0.10.in-addr.arpa",
+            "1000.0.0.10.in-addr.arpa",
+            "x.0.0.10.in-addr.arpa",
+            "3..0.10.in-addr.arpa",
+            "3.0.0.10.in-addr.arpa.example",
+            "3.0.0.10.ip6.arpa",
+            "in-addr.arpa",
+            "arpa",
+            "web.cluster.test",
+            "",
+        ] {
+            assert_eq!(reverse_addr(&wire_key_str(name)), None, "{name}");
+        }
+        let short = vec!["1"; 31].join(".");
+        let wide = format!("{}.10", vec!["1"; 31].join("."));
+        let not_hex = format!("g.{}", vec!["1"; 31].join("."));
+        for nibbles in [short, wide, not_hex] {
+            assert_eq!(reverse_addr(&v6(&nibbles)), None, "{nibbles}");
+        }
     }
 
     #[test]

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::rdata::{NS, SOA};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{RData, RecordType};
 
 use super::node::{
     FLAG_NAME, FLAG_SET, NodeRef, RR_FIXED, decode_data, encode_node, encode_rrset, rrsets_of,
     with_below,
 };
 use super::{Snapshot, ZoneSnap};
-use crate::names::{RelName, ZoneName, label_offsets, wire_key, wire_key_str};
+use crate::names::{AddrKey, RelName, ZoneName, label_offsets, wire_key_str};
 use crate::records::{RecordData, ZoneSettings};
 
 /// The change cannot be made in place (a zone nested in another appeared or went, or a zone's
@@ -345,10 +345,10 @@ impl Builder {
 
     /// Adds (`ttl` given) or removes `owner` as a PTR target of `ip`.
     fn ptr_change(&mut self, ip: IpAddr, owner: &[u8], ttl: Option<u32>) {
-        let key = wire_key(&Name::from(ip));
+        let key = AddrKey::from(ip);
         let mut records: Vec<Vec<u8>> = self
             .snap
-            .reverse(&key)
+            .ptrs_of(key)
             .map(|set| set.iter().map(<[u8]>::to_vec).collect())
             .unwrap_or_default();
         let before = records.len();
@@ -359,7 +359,7 @@ impl Builder {
             return;
         }
         if records.is_empty() {
-            self.snap.reverse.remove(&key);
+            self.snap.reverse.remove(key.as_bytes());
             return;
         }
         let mut value = Vec::new();
@@ -370,7 +370,7 @@ impl Builder {
         for r in &records {
             value.extend_from_slice(r);
         }
-        self.snap.reverse.insert(&key, &value);
+        self.snap.reverse.insert(key.as_bytes(), &value);
     }
 
     /// Whether a record set exists at `name`.
