@@ -1,6 +1,7 @@
 //! Domain names as zkdns stores them: validated zone and record-set names, and the lower-case
 //! wire-format keys that the snapshot is indexed by (so the query path can look a name up
-//! straight from packet bytes, without building a `Name`).
+//! straight from packet bytes, without building a `Name`), and the addresses that reverse
+//! names stand for (the PTR table's keys).
 
 use std::fmt;
 
