@@ -74,8 +74,8 @@ pub struct Snapshot {
     zone_index: Arc<HashMap<Box<[u8]>, u16, RandomState>>,
     /// Every name of every zone (record sets, empty non-terminals, apexes), by wire key.
     nodes: Table,
-    /// PTR RRsets synthesised from the zones' addresses, by address (4 or 16 octets: a
-    /// quarter of the reverse name's bytes for IPv4, 87 % less for IPv6).
+    /// PTR RRsets synthesised from the zones' addresses, by address: 4 or 16 octets, where
+    /// the reverse name in wire format takes 22 to 30 or 74 bytes.
     reverse: Table,
     /// Names with records (record sets with data, not empty non-terminals).
     pub names: usize,
