@@ -308,6 +308,14 @@ async fn ptr_is_synthesised_from_addresses() {
     let m = query(stub.addr(), "1.0.0.10.in-addr.arpa", RecordType::PTR).await;
     assert_authoritative(&m, ResponseCode::NoError);
     assert_eq!(answers_of(&m, RecordType::PTR), vec!["web.cluster.local."]);
+    // the table is keyed by address: any letter case finds it, a non-canonical name does not
+    let m = query(stub.addr(), "1.0.0.10.IN-ADDR.Arpa", RecordType::PTR).await;
+    assert_eq!(answers_of(&m, RecordType::PTR), vec!["web.cluster.local."]);
+    let m = query(stub.addr(), "01.0.0.10.in-addr.arpa", RecordType::PTR).await;
+    assert!(
+        answers_of(&m, RecordType::PTR).is_empty(),
+        "01.0.0.10.in-addr.arpa is not the reverse name of 10.0.0.1: {m:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
