@@ -1713,9 +1713,8 @@ mod tests {
         out.push(format!("names {} records {}", s.names, s.records));
         for (name, ips) in s.addresses() {
             for ip in ips {
-                let key = crate::names::wire_key(&hickory_proto::rr::Name::from(ip));
                 let mut owners: Vec<Vec<u8>> = s
-                    .reverse(&key)
+                    .ptrs_of(crate::names::AddrKey::from(ip))
                     .map(|set| set.iter().map(<[u8]>::to_vec).collect())
                     .unwrap_or_default();
                 owners.sort();
