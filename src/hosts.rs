@@ -27,7 +27,7 @@ use crate::metrics::{Counters, Metrics};
 use crate::store::{Snapshot, Store};
 use crate::zk::sync::Sync;
 use crate::zk::tree::Tree;
-use crate::zk::{Layout, ZkConfig};
+use crate::zk::{Layout, ZkConfig, sleep_until};
 
 /// The line that opens the managed block.
 pub const BEGIN: &str = "# BEGIN zkdns";
@@ -467,13 +467,6 @@ async fn first_sync(
             () = sleep_until(deadline) => return false,
             () = cancel.cancelled() => return false,
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -33,7 +33,7 @@ use crate::cli::{GlobalArgs, RegisterArgs};
 use crate::error::{Failure, ResultExt};
 use crate::names::ZoneName;
 use crate::records::{RecordSetJson, Srv, validate};
-use crate::zk::{Layout, ZkConfig};
+use crate::zk::{Layout, ZkConfig, sleep_until};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -401,13 +401,6 @@ struct Registrar {
     reported_other: Vec<Option<i64>>,
     /// The last error reported, so that a repeating one is logged once.
     reported_error: Option<String>,
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The next member event, or never when no member is watched.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use zookeeper_client::{Client, SessionState};
+use zookeeper_client::Client;
 
 pub use auth::{ZkAuth, ZkTls};
 pub use layout::Layout;
@@ -151,7 +151,11 @@ pub async fn close(client: Client) {
     .await;
 }
 
-/// Whether a session state means this client is done and a new one must be built.
-pub fn is_terminal(state: SessionState) -> bool {
-    state.is_terminated()
+/// Sleeps until `at`, or forever when there is none: a retry or flush timer that may be
+/// unset, as one arm of a `select!`.
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

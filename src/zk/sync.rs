@@ -19,7 +19,7 @@ use crate::metrics::{Counters, Metrics};
 use crate::store::Store;
 use crate::zk::layout::{Layout, NodePath};
 use crate::zk::tree::{Applied, NodeState, Tree};
-use crate::zk::{ZkConfig, close, connect};
+use crate::zk::{ZkConfig, close, connect, sleep_until};
 
 /// Operations per multiRead request in a full read: well below jute.maxbuffer for replies.
 const READ_BATCH: usize = 1000;
@@ -382,13 +382,6 @@ fn release_free_memory() {
 
 fn is_terminal(client: &Client) -> bool {
     client.state().is_terminated()
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 enum Op<'a> {
