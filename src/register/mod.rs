@@ -33,10 +33,8 @@ use crate::cli::{GlobalArgs, RegisterArgs};
 use crate::error::{Failure, ResultExt};
 use crate::names::ZoneName;
 use crate::records::{RecordSetJson, Srv, validate};
-use crate::zk::{Layout, ZkConfig, sleep_until};
+use crate::zk::{BACKOFF_MAX, BACKOFF_MIN, Layout, ZkConfig, connect_retrying, sleep_until};
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Times a member create is retried while its container set vanishes and reappears.
 const RACE_ATTEMPTS: usize = 10;
 /// How long the members' deletes may take at shutdown before the session is simply closed
@@ -446,38 +444,12 @@ impl Registrar {
                         "ZooKeeper session ended, and the registration with it; registering again with a new session"
                     );
                     self.held.fill(false);
-                    match self.reconnect(&cancel).await {
+                    match connect_retrying(&self.config, &cancel, "ZooKeeper unreachable; retrying")
+                        .await
+                    {
                         Some(c) => client = c,
                         None => return,
                     }
-                }
-            }
-        }
-    }
-
-    async fn reconnect(&self, cancel: &CancellationToken) -> Option<Client> {
-        let mut backoff = BACKOFF_MIN;
-        let mut reported = false;
-        loop {
-            let attempt = tokio::select! {
-                r = crate::zk::connect(&self.config) => r,
-                () = cancel.cancelled() => return None,
-            };
-            match attempt {
-                Ok(client) => {
-                    info!(session = %client.session_id(), "ZooKeeper session established");
-                    return Some(client);
-                }
-                Err(e) => {
-                    if !reported {
-                        warn!(error = %e, "ZooKeeper unreachable; retrying");
-                        reported = true;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = cancel.cancelled() => return None,
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }

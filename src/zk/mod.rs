@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
 use zookeeper_client::Client;
 
 pub use auth::{ZkAuth, ZkTls};
@@ -149,6 +151,44 @@ pub async fn close(client: Client) {
         }
     })
     .await;
+}
+
+/// The first pause before trying ZooKeeper again; it doubles up to [`BACKOFF_MAX`].
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Opens a session, trying again with backoff until one opens (`Some`) or `cancel` fires
+/// (`None`). The first failure is logged as a warning, `unreachable` saying what the caller
+/// does meanwhile; later ones at debug.
+pub(crate) async fn connect_retrying(
+    config: &ZkConfig,
+    cancel: &CancellationToken,
+    unreachable: &'static str,
+) -> Option<Client> {
+    let mut backoff = BACKOFF_MIN;
+    let mut failing = false;
+    loop {
+        let attempt = tokio::select! {
+            r = connect(config) => r,
+            () = cancel.cancelled() => return None,
+        };
+        match attempt {
+            Ok(client) => {
+                info!(session = %client.session_id(), "ZooKeeper session established");
+                return Some(client);
+            }
+            Err(e) if !failing => {
+                warn!(error = %e, "{unreachable}");
+                failing = true;
+            }
+            Err(e) => debug!(error = %e, "ZooKeeper still unreachable"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = cancel.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
 }
 
 /// Sleeps until `at`, or forever when there is none: a retry or flush timer that may be

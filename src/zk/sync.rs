@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
@@ -19,14 +19,12 @@ use crate::metrics::{Counters, Metrics};
 use crate::store::Store;
 use crate::zk::layout::{Layout, NodePath};
 use crate::zk::tree::{Applied, NodeState, Tree};
-use crate::zk::{ZkConfig, close, connect, sleep_until};
+use crate::zk::{BACKOFF_MIN, ZkConfig, close, connect_retrying, sleep_until};
 
 /// Operations per multiRead request in a full read: well below jute.maxbuffer for replies.
 const READ_BATCH: usize = 1000;
 /// multiRead requests of a full read in flight at once.
 const READS_IN_FLIGHT: usize = 8;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How a session ended.
 enum End {
@@ -81,33 +79,16 @@ impl Sync {
 
     /// Runs until `cancel` fires, then closes the session.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
-        let mut failing = false;
         loop {
-            let client = tokio::select! {
-                r = connect(&self.config) => r,
-                () = cancel.cancelled() => return,
+            let Some(client) = connect_retrying(
+                &self.config,
+                &cancel,
+                "ZooKeeper unreachable; serving the last map and retrying",
+            )
+            .await
+            else {
+                return;
             };
-            let client = match client {
-                Ok(c) => c,
-                Err(e) => {
-                    if !failing {
-                        warn!(error = %e, "ZooKeeper unreachable; serving the last map and retrying");
-                        failing = true;
-                    } else {
-                        debug!(error = %e, "ZooKeeper still unreachable");
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = cancel.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                    continue;
-                }
-            };
-            failing = false;
-            backoff = BACKOFF_MIN;
-            info!(session = %client.session_id(), "ZooKeeper session established");
             Counters::add(&self.metrics.counters.zk_sessions, 1);
             Counters::set(&self.metrics.counters.zk_connected, 1);
             match self.session(&client, &cancel).await {
