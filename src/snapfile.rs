@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::names::{ZoneName, wire_to_string};
 use crate::records::{RecordSetJson, ZoneJson};
 use crate::store::node::decode_data;
-use crate::store::{Snapshot, Store};
+use crate::store::{Snapshot, Store, unix_ms};
 use crate::zk::Layout;
 use crate::zk::tree::{NodeState, Tree};
 
@@ -85,13 +85,6 @@ pub enum LoadError {
     },
     #[error("it holds bad data ({0} znodes would be skipped)")]
     BadData(usize),
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// The file's bytes: JSON, then a line with the CRC-32 of the JSON.

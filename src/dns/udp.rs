@@ -20,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::debug;
 
 use crate::dns::server::Handler;
+use crate::dns::wire::EDNS_UDP;
 
 /// Packets taken per `recvmmsg`.
 const BATCH: usize = 32;
@@ -105,7 +106,9 @@ fn worker(
     let fd = socket.as_raw_fd();
     let shard = handler.metrics.shard(shard);
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_QUERY]).collect();
-    let mut outs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(1232)).collect();
+    let mut outs: Vec<Vec<u8>> = (0..BATCH)
+        .map(|_| Vec::with_capacity(EDNS_UDP as usize))
+        .collect();
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut got: [(usize, Option<SockaddrStorage>); BATCH] = [(0, None); BATCH];

@@ -6,7 +6,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{RData, RecordType};
@@ -15,7 +14,7 @@ use super::node::{
     FLAG_NAME, FLAG_SET, NodeRef, RR_FIXED, decode_data, encode_node, encode_rrset, rrsets_of,
     with_below,
 };
-use super::{Snapshot, ZoneSnap};
+use super::{Snapshot, ZoneSnap, unix_now};
 use crate::names::{AddrKey, RelName, ZoneName, label_offsets, wire_key_str};
 use crate::records::{RecordData, ZoneSettings};
 
@@ -43,27 +42,23 @@ pub struct Builder {
     sets: usize,
 }
 
-fn unix_now() -> u32 {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
-}
-
 fn encoded_rrset(rtype: RecordType, rdata: RData, ttl: u32) -> Box<[u8]> {
     let mut out = Vec::new();
     encode_rrset(rtype, &[rdata], ttl, &mut out);
     out.into()
 }
 
-fn zone_snap(zone: &ZoneName, z: &ZoneBuild) -> ZoneSnap {
-    let s = &z.settings;
-    let serial = s.serial.unwrap_or(if z.changed == 0 {
+/// The SOA serial a zone has now: its settings', else the time of its last change.
+fn zone_serial(z: &ZoneBuild) -> u32 {
+    z.settings.serial.unwrap_or(if z.changed == 0 {
         unix_now()
     } else {
         z.changed
-    });
-    let soa = RData::SOA(SOA::new(
+    })
+}
+
+fn soa_rdata(s: &ZoneSettings, serial: u32) -> RData {
+    RData::SOA(SOA::new(
         s.mname.clone(),
         s.rname.clone(),
         serial,
@@ -71,14 +66,15 @@ fn zone_snap(zone: &ZoneName, z: &ZoneBuild) -> ZoneSnap {
         s.retry as i32,
         s.expire as i32,
         s.minimum,
-    ));
+    ))
+}
+
+fn zone_snap(zone: &ZoneName, z: &ZoneBuild, soa: RData) -> ZoneSnap {
+    let s = &z.settings;
     ZoneSnap {
         name: zone.clone(),
         apex: wire_key_str(zone.as_str()),
-        soa: encoded_rrset(RecordType::SOA, soa.clone(), s.ttl),
         soa_negative: encoded_rrset(RecordType::SOA, soa, s.ttl.min(s.minimum)),
-        serial,
-        ttl: s.ttl,
         settings: s.clone(),
     }
 }
@@ -161,7 +157,7 @@ impl Builder {
             changed,
             apex: None,
         };
-        let snap = zone_snap(zone, &build);
+        let snap = zone_snap(zone, &build, soa_rdata(settings, zone_serial(&build)));
         Arc::make_mut(&mut self.snap.zone_index).insert(snap.apex.clone(), idx);
         Arc::make_mut(&mut self.snap.zones).push(Some(snap));
         self.zones.insert(idx, build);
@@ -248,16 +244,8 @@ impl Builder {
             .expect("known zone")
             .name
             .clone();
-        let snap = zone_snap(&name, z);
-        let soa = RData::SOA(SOA::new(
-            z.settings.mname.clone(),
-            z.settings.rname.clone(),
-            snap.serial,
-            z.settings.refresh as i32,
-            z.settings.retry as i32,
-            z.settings.expire as i32,
-            z.settings.minimum,
-        ));
+        let soa = soa_rdata(&z.settings, zone_serial(z));
+        let snap = zone_snap(&name, z, soa.clone());
         let ns: Vec<RData> = z
             .settings
             .ns

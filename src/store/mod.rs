@@ -29,22 +29,14 @@ use table::Table;
 pub struct ZoneSnap {
     pub name: ZoneName,
     pub apex: Box<[u8]>,
-    /// The SOA RRset as the answer to an SOA query.
-    soa: Box<[u8]>,
-    /// The SOA RRset for negative answers: TTL min(SOA TTL, MINIMUM) (RFC 2308).
+    /// The SOA RRset for negative answers: TTL min(SOA TTL, MINIMUM) (RFC 2308). (The
+    /// answer to an SOA query is the apex entry's SOA RRset.)
     soa_negative: Box<[u8]>,
-    pub serial: u32,
-    /// Default TTL of the zone's records.
-    pub ttl: u32,
     /// The settings this zone was built from.
     pub settings: ZoneSettings,
 }
 
 impl ZoneSnap {
-    pub fn soa(&self) -> RrSetRef<'_> {
-        RrSetRef::parse(&self.soa).0
-    }
-
     pub fn soa_negative(&self) -> RrSetRef<'_> {
         RrSetRef::parse(&self.soa_negative).0
     }
@@ -220,11 +212,20 @@ impl Default for Store {
     }
 }
 
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
+}
+
+/// Seconds since the Unix epoch, now (a default SOA serial).
+pub(crate) fn unix_now() -> u32 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
 }
 
 impl Store {

@@ -9,7 +9,6 @@ use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
-use crate::names::push_wire_lower;
 use crate::records::RecordData;
 
 /// The name holds a record set (a znode), not only names below it.
@@ -313,13 +312,6 @@ pub fn decode_data(node: &NodeRef<'_>) -> RecordData {
         }
     }
     data
-}
-
-/// The wire key of a name, lower-case (the PTR rdata of a synthesised reverse record).
-pub fn name_key(name: &Name) -> Vec<u8> {
-    let mut out = Vec::with_capacity(name.len() + 2);
-    push_wire_lower(name, &mut out);
-    out
 }
 
 #[cfg(test)]

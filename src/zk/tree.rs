@@ -6,13 +6,12 @@
 //! lives in the snapshot alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::warn;
 
 use crate::names::{RelName, ZoneName};
 use crate::records::{RecordData, ZoneSettings, decode_record_set, decode_zone};
-use crate::store::{Builder, Snapshot};
+use crate::store::{Builder, Snapshot, unix_now};
 use crate::zk::layout::{Layout, NodePath};
 
 /// A node as read from ZooKeeper.
@@ -81,13 +80,6 @@ pub struct Tree {
 
 fn unix_secs(ms: i64) -> u32 {
     u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
-}
-
-fn now_secs() -> u32 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u32::try_from(now.as_secs()).unwrap_or(u32::MAX)
 }
 
 impl Tree {
@@ -315,7 +307,7 @@ impl Tree {
             self.merges.remove(&(z.clone(), n.clone()));
             let changed = self.builder.remove_set(&z, &n);
             if changed {
-                self.builder.touch_zone(&z, now_secs());
+                self.builder.touch_zone(&z, unix_now());
             }
             return Applied::from_changed(changed);
         };
@@ -392,7 +384,7 @@ impl Tree {
                 &"its record set is a CNAME: the member's records are not served",
             );
         }
-        let when = state.map_or_else(now_secs, |s| unix_secs(s.mtime));
+        let when = state.map_or_else(unix_now, |s| unix_secs(s.mtime));
         if last_gone {
             // the last member went: the set is its own data again
             let own = self.merges.remove(&key).expect("present").own;
