@@ -171,12 +171,9 @@ pub fn answer(
 ) -> Outcome {
     // the EDNS version first: BADVERS is a MUST (RFC 6891 §6.1.3), NOTIMP a SHOULD, and
     // Knot answers an unknown opcode with an unknown version BADVERS too
-    if let Some(e) = q.edns.filter(|e| e.version > 0) {
+    if q.edns.is_some_and(|e| e.version > 0) {
         // BADVERS, with our version (0) in the OPT record
-        let mut r = Response::start(out, packet, q);
-        r.set_rcode(rcode::BADVERS);
-        r.push_opt(rcode::BADVERS, e.dnssec_ok, &[]);
-        r.finish();
+        error_reply(packet, q, rcode::BADVERS, out);
         return Outcome::Reply;
     }
     if q.opcode != OPCODE_QUERY {

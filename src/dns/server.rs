@@ -411,7 +411,10 @@ async fn serve_tcp_conn(
     handler: &Handler,
     cancel: &CancellationToken,
 ) -> std::io::Result<()> {
+    // buffers kept across the connection's queries
     let mut out = Vec::with_capacity(4096);
+    let mut packet = Vec::new();
+    let mut framed = Vec::new();
     loop {
         let mut len = [0u8; 2];
         let read = tokio::select! {
@@ -424,7 +427,8 @@ async fn serve_tcp_conn(
             Ok(Err(e)) => return Err(e),
             Err(_) => return Ok(()), // idle
         }
-        let mut packet = vec![0u8; u16::from_be_bytes(len) as usize];
+        packet.clear();
+        packet.resize(u16::from_be_bytes(len) as usize, 0);
         tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
@@ -442,7 +446,7 @@ async fn serve_tcp_conn(
             },
             None => return Ok(()),
         };
-        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.clear();
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
         framed.extend_from_slice(&reply);
         stream.write_all(&framed).await?;
