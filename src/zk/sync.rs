@@ -252,6 +252,18 @@ impl Sync {
         Ok(())
     }
 
+    /// Applies one node's state to the tree: whether the map changed, or an error when the
+    /// change needs a full read.
+    fn apply(&mut self, path: &str, state: Option<&NodeState>) -> Result<bool, ReadError> {
+        match self.tree.apply(&self.layout, path, state) {
+            Applied::Unchanged => Ok(false),
+            Applied::Changed => Ok(true),
+            Applied::Resync => Err(ReadError(zookeeper_client::Error::UnexpectedError(
+                format!("{path} changed the zone layout; reading everything again"),
+            ))),
+        }
+    }
+
     /// Re-reads the nodes that events named (and any ancestor not known yet), applies them,
     /// and publishes a new snapshot if anything changed.
     async fn refresh(
@@ -265,15 +277,7 @@ impl Sync {
         let mut deleted: Vec<&String> = paths.iter().filter(|(_, d)| **d).map(|(p, _)| p).collect();
         deleted.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
         for path in deleted {
-            match self.tree.apply(&self.layout, path, None) {
-                Applied::Unchanged => {}
-                Applied::Changed => changed = true,
-                Applied::Resync => {
-                    return Err(ReadError(zookeeper_client::Error::UnexpectedError(
-                        format!("{path} changed the zone layout; reading everything again"),
-                    )));
-                }
-            }
+            changed |= self.apply(path, None)?;
         }
         let mut wanted: BTreeSet<(usize, String)> = BTreeSet::new();
         for path in paths.into_iter().filter(|(_, d)| !d).map(|(p, _)| p) {
@@ -319,15 +323,7 @@ impl Sync {
                 Err(zookeeper_client::Error::NoNode) => None,
                 Err(e) => return Err(ReadError(e)),
             };
-            match self.tree.apply(&self.layout, path, state.as_ref()) {
-                Applied::Unchanged => {}
-                Applied::Changed => changed = true,
-                Applied::Resync => {
-                    return Err(ReadError(zookeeper_client::Error::UnexpectedError(
-                        format!("{path} changed the zone layout; reading everything again"),
-                    )));
-                }
-            }
+            changed |= self.apply(path, state.as_ref())?;
         }
         if changed {
             self.store.publish(self.tree.snapshot());
