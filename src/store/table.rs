@@ -25,11 +25,16 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
+/// The key of the entry at `off` in an arena (a free function, for closures that hold the
+/// arena but not the shard).
+fn key_in(arena: &[u8], off: u32) -> &[u8] {
+    let at = off as usize;
+    &arena[at + 1..at + 1 + arena[at] as usize]
+}
+
 impl Shard {
     fn key_at(&self, off: u32) -> &[u8] {
-        let at = off as usize;
-        let len = self.arena[at] as usize;
-        &self.arena[at + 1..at + 1 + len]
+        key_in(&self.arena, off)
     }
 
     /// Offset and length of the value of the entry at `off`.
@@ -66,6 +71,13 @@ impl Shard {
         off
     }
 
+    /// Compacts once dead bytes pass half the arena (and [`COMPACT_MIN`]).
+    fn compact_if_wasteful(&mut self, hasher: &FixedState) {
+        if self.garbage > COMPACT_MIN && self.garbage * 2 > self.arena.len() {
+            self.compact(hasher);
+        }
+    }
+
     /// Rewrites the arena with only the live entries.
     fn compact(&mut self, hasher: &FixedState) {
         let mut fresh = Shard {
@@ -78,10 +90,9 @@ impl Shard {
             let new = fresh.append(key, self.value_at(off));
             let hash = hasher.hash_one(key);
             let arena = &fresh.arena;
-            fresh.index.insert_unique(hash, new, |&o| {
-                let at = o as usize;
-                hasher.hash_one(&arena[at + 1..at + 1 + arena[at] as usize])
-            });
+            fresh
+                .index
+                .insert_unique(hash, new, |&o| hasher.hash_one(key_in(arena, o)));
         }
         *self = fresh;
     }
@@ -125,11 +136,7 @@ impl Table {
         let shard = Arc::make_mut(&mut self.shards[s]);
         let new = shard.append(key, value);
         let arena = &shard.arena;
-        let key_at = |o: u32| {
-            let at = o as usize;
-            &arena[at + 1..at + 1 + arena[at] as usize]
-        };
-        match shard.index.find_mut(hash, |&o| key_at(o) == key) {
+        match shard.index.find_mut(hash, |&o| key_in(arena, o) == key) {
             Some(slot) => {
                 let old = *slot;
                 *slot = new;
@@ -138,13 +145,11 @@ impl Table {
             None => {
                 shard
                     .index
-                    .insert_unique(hash, new, |&o| hasher.hash_one(key_at(o)));
+                    .insert_unique(hash, new, |&o| hasher.hash_one(key_in(arena, o)));
                 self.len += 1;
             }
         }
-        if shard.garbage > COMPACT_MIN && shard.garbage * 2 > shard.arena.len() {
-            shard.compact(&hasher);
-        }
+        shard.compact_if_wasteful(&hasher);
     }
 
     pub fn remove(&mut self, key: &[u8]) -> bool {
@@ -155,18 +160,13 @@ impl Table {
         let hasher = self.hasher.clone();
         let shard = Arc::make_mut(&mut self.shards[s]);
         let arena = &shard.arena;
-        let Ok(entry) = shard.index.find_entry(hash, |&o| {
-            let at = o as usize;
-            arena[at + 1..at + 1 + arena[at] as usize] == *key
-        }) else {
+        let Ok(entry) = shard.index.find_entry(hash, |&o| key_in(arena, o) == key) else {
             return false;
         };
         let (off, _) = entry.remove();
         shard.garbage += shard.entry_len(off);
         self.len -= 1;
-        if shard.garbage > COMPACT_MIN && shard.garbage * 2 > shard.arena.len() {
-            shard.compact(&hasher);
-        }
+        shard.compact_if_wasteful(&hasher);
         true
     }
 
@@ -193,10 +193,9 @@ impl Table {
             }
             shard.arena.shrink_to_fit();
             let arena = &shard.arena;
-            shard.index.shrink_to(0, |&o| {
-                let at = o as usize;
-                hasher.hash_one(&arena[at + 1..at + 1 + arena[at] as usize])
-            });
+            shard
+                .index
+                .shrink_to(0, |&o| hasher.hash_one(key_in(arena, o)));
         }
     }
 
