@@ -278,20 +278,11 @@ impl Builder {
     }
 
     /// Writes `entry` at `key`, moving counters and synthesised PTRs from the old entry.
-    fn replace(&mut self, key: &[u8], entry: &[u8]) {
+    fn replace(&mut self, key: &[u8], entry: &[u8]) -> bool {
         if self.snap.nodes.get(key) == Some(entry) {
-            return;
+            return false;
         }
-        let (old_name, old_records, (old_addrs, old_ttl)) = match self.snap.node(key) {
-            Some(old) => (
-                old.flags & FLAG_NAME != 0,
-                old.records(),
-                ptr_view(&old, key),
-            ),
-            None => (false, 0, (Vec::new(), 0)),
-        };
-        self.snap.names -= usize::from(old_name);
-        self.snap.records -= old_records;
+        let (old_addrs, old_ttl) = self.uncount(key);
         let node = NodeRef::parse(entry);
         self.snap.names += usize::from(node.flags & FLAG_NAME != 0);
         self.snap.records += node.records();
@@ -310,22 +301,25 @@ impl Builder {
             self.ptr_change(*ip, key, Some(new_ttl));
         }
         self.snap.nodes.insert(key, entry);
+        true
+    }
+
+    /// Takes an entry's counters out of the totals; returns the addresses it gave PTRs to,
+    /// and their TTL.
+    fn uncount(&mut self, key: &[u8]) -> (Vec<IpAddr>, u32) {
+        let Some(old) = self.snap.node(key) else {
+            return (Vec::new(), 0);
+        };
+        let (name, records) = (old.flags & FLAG_NAME != 0, old.records());
+        let ptrs = ptr_view(&old, key);
+        self.snap.names -= usize::from(name);
+        self.snap.records -= records;
+        ptrs
     }
 
     /// Takes an entry's counters and PTRs out (before it is replaced or removed).
     fn forget(&mut self, key: &[u8]) {
-        let Some(old) = self.snap.node(key) else {
-            return;
-        };
-        let was_name = old.flags & FLAG_NAME != 0;
-        let records = old.records();
-        let addrs: Vec<IpAddr> = if old.is_set() && !key.starts_with(b"\x01*") {
-            old.addresses().collect()
-        } else {
-            Vec::new()
-        };
-        self.snap.names -= usize::from(was_name);
-        self.snap.records -= records;
+        let (addrs, _) = self.uncount(key);
         for ip in addrs {
             self.ptr_change(ip, key, None);
         }
@@ -417,10 +411,9 @@ impl Builder {
             below,
             sets.iter().map(|(t, r)| (*t, &r[..], ttl)),
         );
-        if self.snap.nodes.get(&key) == Some(&entry[..]) {
+        if !self.replace(&key, &entry) {
             return false;
         }
-        self.replace(&key, &entry);
         if !old.is_some_and(|o| o.0) {
             self.sets += 1;
             self.add_below(&key, idx);
