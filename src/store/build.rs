@@ -11,8 +11,8 @@ use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{RData, RecordType};
 
 use super::node::{
-    FLAG_NAME, FLAG_SET, NodeRef, RR_FIXED, decode_data, encode_node, encode_rrset, rrsets_of,
-    with_below,
+    FLAG_NAME, FLAG_SET, NodeRef, RR_FIXED, decode_data, encode_node, encode_rrset, rrset_header,
+    rrsets_of, with_below,
 };
 use super::{Snapshot, ZoneSnap, unix_now};
 use crate::names::{AddrKey, RelName, ZoneName, label_offsets, wire_key_str};
@@ -127,10 +127,7 @@ impl Builder {
     }
 
     pub fn zone_index(&self, zone: &ZoneName) -> Option<u16> {
-        self.snap
-            .zone_index
-            .get(&*wire_key_str(zone.as_str()))
-            .copied()
+        self.snap.zone_index(&wire_key_str(zone.as_str()))
     }
 
     /// Adds a zone (its apex: SOA and NS).
@@ -344,11 +341,8 @@ impl Builder {
             self.snap.reverse.remove(key.as_bytes());
             return;
         }
-        let mut value = Vec::new();
-        value.extend_from_slice(&u16::from(RecordType::PTR).to_le_bytes());
-        value.extend_from_slice(&(records.len() as u16).to_le_bytes());
         let len: usize = records.iter().map(Vec::len).sum();
-        value.extend_from_slice(&(len as u32).to_le_bytes());
+        let mut value = rrset_header(RecordType::PTR, records.len() as u16, len as u32).to_vec();
         for r in &records {
             value.extend_from_slice(r);
         }

@@ -202,9 +202,18 @@ pub fn encode_rrset(rtype: RecordType, rdatas: &[RData], ttl: u32, out: &mut Vec
         return false;
     }
     let len = (out.len() - head - RRSET_HEADER) as u32;
-    out[head + 2..head + 4].copy_from_slice(&count.to_le_bytes());
-    out[head + 4..head + 8].copy_from_slice(&len.to_le_bytes());
+    out[head..head + RRSET_HEADER].copy_from_slice(&rrset_header(rtype, count, len));
     true
+}
+
+/// An RRset's header: type, number of records, and their length in bytes (what
+/// [`RrSetRef::parse`] reads).
+pub fn rrset_header(rtype: RecordType, count: u16, len: u32) -> [u8; RRSET_HEADER] {
+    let mut h = [0u8; RRSET_HEADER];
+    h[..2].copy_from_slice(&u16::from(rtype).to_le_bytes());
+    h[2..4].copy_from_slice(&count.to_le_bytes());
+    h[4..].copy_from_slice(&len.to_le_bytes());
+    h
 }
 
 /// The RRsets of a record set's data. A CNAME excludes every other type (RFC 1034 §3.6.2).

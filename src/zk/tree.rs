@@ -135,10 +135,16 @@ impl Tree {
         self.warned.len()
     }
 
-    /// Whether this zone is one the filter admits (a zone name that is not valid never is).
+    /// Whether the zone filter (`--zone`) lets `z` in.
+    fn admits(&self, z: &ZoneName) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.contains(z))
+    }
+
+    /// Whether this zone is one the filter admits; a zone name that is not valid is wanted, so
+    /// that applying it reports it.
     pub fn wants_zone(&self, zone: &str) -> bool {
         match ZoneName::from_znode(zone) {
-            Ok(z) => self.filter.as_ref().is_none_or(|f| f.contains(&z)),
+            Ok(z) => self.admits(&z),
             Err(_) => true, // reported when applied
         }
     }
@@ -205,7 +211,7 @@ impl Tree {
         let Some(z) = self.zone_name(path, zone, state) else {
             return Applied::Unchanged;
         };
-        if !self.filter.as_ref().is_none_or(|f| f.contains(&z)) {
+        if !self.admits(&z) {
             return Applied::Unchanged;
         }
         let Some(state) = state else {
