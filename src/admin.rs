@@ -9,7 +9,7 @@ use anyhow::anyhow;
 use futures_util::future::join_all;
 use hickory_proto::serialize::txt::parse_ttl;
 use serde_json::{Value, json};
-use zookeeper_client::{Client, CreateMode, MultiReadResult, Stat};
+use zookeeper_client::{Client, MultiReadResult, Stat};
 
 use crate::cli::{ExportArgs, GlobalArgs, LsArgs, RecordKind, RmArgs, SetArgs};
 use crate::error::{Failure, ResultExt};
@@ -17,7 +17,8 @@ use crate::names::{RelName, ZoneName, parse_target};
 use crate::records::{
     DataError, MAX_PAYLOAD, Mx, RecordSetJson, Srv, Txt, ZoneSettings, decode_zone, validate,
 };
-use crate::zk::{Layout, ZkConfig, ZkError};
+use crate::zk::auth::persistent;
+use crate::zk::{Layout, ZkConfig, ZkError, is_conflict};
 use crate::zonefile::{self, ExportSet};
 
 /// Reads per multiRead request: well below jute.maxbuffer for the replies.
@@ -418,10 +419,6 @@ async fn with_session<T>(
 
 /// A persistent node with the ACL of [`crate::zk::auth::create_options`] (owner-only writes
 /// when zkdns has credentials).
-fn persistent() -> zookeeper_client::CreateOptions<'static> {
-    crate::zk::auth::create_options(CreateMode::Persistent)
-}
-
 /// Writes a record set's new payload: creates the node, or sets its data if still at
 /// `version`, or re-creates it as persistent if it [`may_be_reaped`]. `Ok(false)`: the
 /// node changed in between; read again.
@@ -431,15 +428,6 @@ async fn write_set(
     current: Option<&Stat>,
     payload: &[u8],
 ) -> Result<bool, Failure> {
-    let conflict = |e: &zookeeper_client::Error| {
-        matches!(
-            e,
-            zookeeper_client::Error::BadVersion
-                | zookeeper_client::Error::NodeExists
-                | zookeeper_client::Error::NoNode
-                | zookeeper_client::Error::NotEmpty
-        )
-    };
     let result = match current {
         None => client
             .create(path, payload, &persistent())
@@ -461,7 +449,7 @@ async fn write_set(
     };
     match result {
         Ok(()) => Ok(true),
-        Err(e) if conflict(&e) => Ok(false),
+        Err(e) if is_conflict(&e) => Ok(false),
         Err(e) => Err(Failure::runtime(ZkError::request(path)(e))),
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use zookeeper_client::{Client, CreateMode, MultiWriteError};
+use zookeeper_client::{Client, MultiWriteError};
 
 use crate::admin::{self, SetNode, ZoneNodes};
 use crate::cli::{GlobalArgs, ImportArgs};
@@ -21,7 +21,7 @@ use crate::error::{Failure, ResultExt};
 use crate::hostmap::HostMap;
 use crate::names::{RelName, ZoneName};
 use crate::records::{RecordSetJson, ZoneJson};
-use crate::zk::{Layout, ZkError};
+use crate::zk::{Layout, ZkError, is_conflict};
 use crate::zonefile::{ZoneBuilder, ZoneContent, ZoneFileError, detect_zone};
 
 /// Most operations in one multi-transaction.
@@ -434,7 +434,7 @@ enum ApplyError {
 /// Commits one transaction.
 async fn commit(client: &Client, batch: &[Op]) -> Result<(), ApplyError> {
     // owner-only writes when zkdns has credentials, else open (see zk::auth)
-    let options = crate::zk::auth::create_options(CreateMode::Persistent);
+    let options = crate::zk::auth::persistent();
     let mut writer = client.new_multi_writer();
     for op in batch {
         let added = match op {
@@ -452,12 +452,10 @@ async fn commit(client: &Client, batch: &[Op]) -> Result<(), ApplyError> {
         Ok(_) => Ok(()),
         Err(MultiWriteError::OperationFailed { index, source }) => {
             let path = batch.get(index).map_or("?", Op::path).to_string();
-            match source {
-                zookeeper_client::Error::BadVersion
-                | zookeeper_client::Error::NodeExists
-                | zookeeper_client::Error::NoNode
-                | zookeeper_client::Error::NotEmpty => Err(ApplyError::Conflict(path, source)),
-                other => Err(ApplyError::Other(ZkError::request(&path)(other))),
+            if is_conflict(&source) {
+                Err(ApplyError::Conflict(path, source))
+            } else {
+                Err(ApplyError::Other(ZkError::request(&path)(source)))
             }
         }
         Err(MultiWriteError::RequestFailed { source }) => {

@@ -33,6 +33,7 @@ use crate::cli::{GlobalArgs, RegisterArgs};
 use crate::error::{Failure, ResultExt};
 use crate::names::ZoneName;
 use crate::records::{RecordSetJson, Srv, validate};
+use crate::zk::auth::persistent;
 use crate::zk::{BACKOFF_MAX, BACKOFF_MIN, Layout, ZkConfig, connect_retrying, sleep_until};
 
 /// Times a member create is retried while its container set vanishes and reappears.
@@ -79,10 +80,6 @@ fn ephemeral() -> CreateOptions<'static> {
 
 fn container() -> CreateOptions<'static> {
     crate::zk::auth::create_options(CreateMode::Container)
-}
-
-fn persistent() -> CreateOptions<'static> {
-    crate::zk::auth::create_options(CreateMode::Persistent)
 }
 
 /// NAME as typed → lower-case, no trailing dot; never a wildcard.

@@ -273,6 +273,11 @@ pub fn create_options(mode: CreateMode) -> CreateOptions<'static> {
     }
 }
 
+/// [`create_options`] for a persistent node.
+pub fn persistent() -> CreateOptions<'static> {
+    create_options(CreateMode::Persistent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -191,6 +191,18 @@ pub(crate) async fn connect_retrying(
     }
 }
 
+/// Whether a write failed because the node changed under it (another writer got there
+/// first): read again and retry, rather than give up.
+pub(crate) fn is_conflict(e: &zookeeper_client::Error) -> bool {
+    matches!(
+        e,
+        zookeeper_client::Error::BadVersion
+            | zookeeper_client::Error::NodeExists
+            | zookeeper_client::Error::NoNode
+            | zookeeper_client::Error::NotEmpty
+    )
+}
+
 /// Sleeps until `at`, or forever when there is none: a retry or flush timer that may be
 /// unset, as one arm of a `select!`.
 pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
