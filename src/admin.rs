@@ -222,6 +222,33 @@ fn fqdn_arg(name: &str) -> Result<String, Failure> {
     Ok(fqdn)
 }
 
+/// The zone `fqdn` goes in, of the zone nodes `zones` under `zones_path`: `explicit` (which
+/// must contain it) or the longest one that `fqdn` ends with.
+pub(crate) fn pick_zone(
+    zones: &[&str],
+    zones_path: &str,
+    fqdn: &str,
+    explicit: Option<&ZoneName>,
+) -> Result<ZoneName, Failure> {
+    if let Some(z) = explicit {
+        if !z.contains(fqdn) {
+            return Err(Failure::input(anyhow!("{fqdn} is not in the zone {z}")));
+        }
+        return Ok(z.clone());
+    }
+    zones
+        .iter()
+        .filter_map(|z| ZoneName::from_znode(z).ok())
+        .filter(|z| z.contains(fqdn))
+        .max_by_key(|z| z.as_str().len())
+        .ok_or_else(|| {
+            Failure::input(anyhow!(
+                "no zone under {zones_path} contains {fqdn} (zones: {}); pass --zone",
+                crate::check::list(zones)
+            ))
+        })
+}
+
 /// The zone that `fqdn` belongs to: `explicit` (which must contain it) or the longest zone
 /// under the root that it ends with. Also returns whether the zone node exists.
 async fn zone_for(
@@ -231,37 +258,9 @@ async fn zone_for(
     explicit: Option<&ZoneName>,
 ) -> Result<(ZoneName, RelName, bool), Failure> {
     let zones = list_zones(client, layout).await.or_runtime()?;
-    let zone = match explicit {
-        Some(z) => {
-            if !z.contains(fqdn) {
-                return Err(Failure::input(anyhow!("{fqdn} is not in the zone {z}")));
-            }
-            z.clone()
-        }
-        None => {
-            let best = zones
-                .iter()
-                .filter_map(|(z, _)| ZoneName::from_znode(z).ok())
-                .filter(|z| z.contains(fqdn))
-                .max_by_key(|z| z.as_str().len());
-            match best {
-                Some(z) => z,
-                None => {
-                    let names: Vec<&str> = zones.iter().map(|(z, _)| z.as_str()).collect();
-                    return Err(Failure::input(anyhow!(
-                        "no zone under {} contains {fqdn} (zones: {}); pass --zone",
-                        layout.zones(),
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    )));
-                }
-            }
-        }
-    };
-    let exists = zones.iter().any(|(z, _)| z == zone.as_str());
+    let names: Vec<&str> = zones.iter().map(|(z, _)| z.as_str()).collect();
+    let zone = pick_zone(&names, &layout.zones(), fqdn, explicit)?;
+    let exists = names.contains(&zone.as_str());
     let name = zone.relative(fqdn).ok_or_else(|| {
         let rel = &fqdn[..fqdn.len() - zone.as_str().len() - 1];
         let why = RelName::from_znode(rel, &zone)

@@ -39,7 +39,8 @@ impl Report {
     }
 }
 
-fn list<T: Display>(items: &[T]) -> String {
+/// `a, b, c`, or `none`.
+pub(crate) fn list<T: Display>(items: &[T]) -> String {
     if items.is_empty() {
         return "none".into();
     }

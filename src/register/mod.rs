@@ -29,6 +29,7 @@ use zookeeper_client::{Client, CreateMode, CreateOptions, SessionState, WatchedE
 pub use address::primary as primary_address;
 pub use health::{Check, Health, Transition};
 
+use crate::admin::pick_zone;
 use crate::cli::{GlobalArgs, RegisterArgs};
 use crate::error::{Failure, ResultExt};
 use crate::names::ZoneName;
@@ -151,35 +152,17 @@ async fn find_zone(
         Err(zookeeper_client::Error::NoNode) => Vec::new(),
         Err(e) => return Err(Failure::runtime(zk_error(&zones_path)(e))),
     };
-    if let Some(zone) = explicit {
-        if !zone.contains(fqdn) {
-            return Err(Failure::input(anyhow!("{fqdn} is not in the zone {zone}")));
-        }
-        if !zones.iter().any(|z| z == zone.as_str()) {
-            let path = layout.zone_of(zone);
-            client
-                .mkdir(&path, &persistent())
-                .await
-                .map_err(zk_error(&path))
-                .or_runtime()?;
-        }
-        return Ok(zone.clone());
+    let names: Vec<&str> = zones.iter().map(String::as_str).collect();
+    let zone = pick_zone(&names, &zones_path, fqdn, explicit)?;
+    if explicit.is_some() && !names.contains(&zone.as_str()) {
+        let path = layout.zone_of(&zone);
+        client
+            .mkdir(&path, &persistent())
+            .await
+            .map_err(zk_error(&path))
+            .or_runtime()?;
     }
-    zones
-        .iter()
-        .filter_map(|z| ZoneName::from_znode(z).ok())
-        .filter(|z| z.contains(fqdn))
-        .max_by_key(|z| z.as_str().len())
-        .ok_or_else(|| {
-            Failure::input(anyhow!(
-                "no zone under {zones_path} contains {fqdn} (zones: {}); pass --zone",
-                if zones.is_empty() {
-                    "none".to_string()
-                } else {
-                    zones.join(", ")
-                }
-            ))
-        })
+    Ok(zone)
 }
 
 /// The member of `fqdn` with `json`, validated as the stub will read it.
