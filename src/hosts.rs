@@ -4,7 +4,7 @@
 //! file in with a rename, or rewrites it in place where it is a bind mount (Docker's
 //! /etc/hosts), where a rename cannot work.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Write as _};
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -552,8 +552,6 @@ pub async fn run(
         let probe = crate::zk::connect(&zk).await.or_runtime()?;
         crate::zk::close(probe).await;
     }
-    let filter: Option<BTreeSet<_>> =
-        (!args.zones.is_empty()).then(|| args.zones.iter().cloned().collect());
     let store = Store::new();
     let http_task = match args.metrics {
         Some(addr) => {
@@ -574,7 +572,7 @@ pub async fn run(
     let stop_sync = cancel.child_token();
     let session_timeout = zk.session_timeout;
     let sync = tokio::spawn(
-        Sync::new(zk, layout, Tree::new(filter), store.clone())
+        Sync::new(zk, layout, Tree::for_zones(&args.zones), store.clone())
             .with_metrics(metrics)
             .run(stop_sync.clone()),
     );

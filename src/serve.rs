@@ -2,7 +2,6 @@
 //! SIGTERM/SIGINT, with the metrics and health endpoints on `--metrics`. Also picks the
 //! default upstreams from resolv.conf, never the stub itself.
 
-use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -97,8 +96,6 @@ pub async fn run(
     let bound: Vec<SocketAddr> = sockets.iter().map(|l| l.udp.local).collect();
     let upstreams = pick_upstreams(&args, &bound)?;
     info!(?upstreams, "forwarding names outside the zones");
-    let filter: Option<BTreeSet<_>> =
-        (!args.zones.is_empty()).then(|| args.zones.iter().cloned().collect());
     let store = Store::new();
     let metrics = Arc::new(Metrics::new(workers * args.listen.len()));
     let handler = Arc::new(
@@ -133,7 +130,7 @@ pub async fn run(
             cancel.clone(),
         ))
     });
-    let sync = Sync::new(zk, layout, Tree::new(filter), store).with_metrics(metrics);
+    let sync = Sync::new(zk, layout, Tree::for_zones(&args.zones), store).with_metrics(metrics);
     let sync_task = tokio::spawn(sync.run(cancel.clone()));
     server::serve(sockets, handler, cancel).await;
     sync_task.await.context("sync task failed").or_runtime()?;

@@ -90,6 +90,11 @@ impl Tree {
         }
     }
 
+    /// A tree for the zones `--zone` names; none named: every zone under the root.
+    pub fn for_zones(zones: &[ZoneName]) -> Self {
+        Self::new((!zones.is_empty()).then(|| zones.iter().cloned().collect()))
+    }
+
     /// An empty tree with the same filter, and the memory of what was already reported.
     pub fn fresh(&self) -> Self {
         Self {
