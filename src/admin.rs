@@ -496,7 +496,7 @@ pub async fn set(global: &GlobalArgs, args: SetArgs) -> Result<(), Failure> {
             set_records(&mut set, args.kind, &args.values, &zone)
                 .map_err(|e| Failure::input(anyhow!("{fqdn}: {e}")))?;
             if current.is_some() && set == before {
-                println!("{fqdn}: {} (unchanged)", show_set(&set));
+                println!("{fqdn}: {} (unchanged)", set.to_text());
                 return Ok(());
             }
             if write_set(
@@ -507,22 +507,13 @@ pub async fn set(global: &GlobalArgs, args: SetArgs) -> Result<(), Failure> {
             )
             .await?
             {
-                println!("{fqdn}: {}", show_set(&set));
+                println!("{fqdn}: {}", set.to_text());
                 return Ok(());
             }
         }
         Err(Failure::runtime(anyhow!("{path} kept changing; try again")))
     })
     .await
-}
-
-fn show_set(set: &RecordSetJson) -> String {
-    let payload = set.to_payload();
-    if payload.is_empty() {
-        "{}".to_string()
-    } else {
-        String::from_utf8_lossy(&payload).into_owned()
-    }
 }
 
 /// Runs `zkdns rm`.
@@ -551,7 +542,7 @@ pub async fn rm(global: &GlobalArgs, args: RmArgs) -> Result<(), Failure> {
                     } else {
                         ""
                     };
-                    println!("{fqdn}: {}{empty}", show_set(&set));
+                    println!("{fqdn}: {}{empty}", set.to_text());
                     return Ok(());
                 }
                 continue;

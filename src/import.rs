@@ -175,10 +175,6 @@ fn show(payload: &[u8]) -> String {
     }
 }
 
-fn json(set: &RecordSetJson) -> String {
-    show(&set.to_payload())
-}
-
 impl Change {
     fn counts(&self) -> Counts {
         let mut c = Counts::default();
@@ -214,7 +210,7 @@ impl Plan {
                 Change::UpdateZone { old, new, .. } => {
                     writeln!(out, "~ {ZONE} {} -> {}", show(old), show(&new.to_payload()))
                 }
-                Change::Create { name, new } => writeln!(out, "+ {name} {}", json(new)),
+                Change::Create { name, new } => writeln!(out, "+ {name} {}", new.to_text()),
                 Change::Update {
                     name,
                     old,
@@ -227,7 +223,7 @@ impl Plan {
                     } else {
                         ""
                     };
-                    writeln!(out, "~ {name} {} -> {}{note}", show(old), json(new))
+                    writeln!(out, "~ {name} {} -> {}{note}", show(old), new.to_text())
                 }
                 Change::Delete { name, .. } => writeln!(out, "- {name}"),
             };

@@ -133,6 +133,16 @@ impl RecordSetJson {
         serde_json::to_vec(self).expect("record set serialises")
     }
 
+    /// The set as one line of JSON for people to read (`{}` when empty).
+    pub fn to_text(&self) -> String {
+        let payload = self.to_payload();
+        if payload.is_empty() {
+            "{}".to_string()
+        } else {
+            String::from_utf8_lossy(&payload).into_owned()
+        }
+    }
+
     /// Puts every list in a canonical order and drops duplicates, so that two sets with the
     /// same records compare equal.
     pub fn normalise(&mut self) {
