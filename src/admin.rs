@@ -405,7 +405,7 @@ fn check(set: &RecordSetJson, zone: &ZoneName) -> Result<(), String> {
 }
 
 /// Runs `body` with a session, closing it afterwards whatever the outcome.
-async fn with_session<T>(
+pub(crate) async fn with_session<T>(
     global: &GlobalArgs,
     body: impl AsyncFnOnce(&Client, &Layout) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
@@ -416,8 +416,6 @@ async fn with_session<T>(
     result
 }
 
-/// A persistent node with the ACL of [`crate::zk::auth::create_options`] (owner-only writes
-/// when zkdns has credentials).
 /// Writes a record set's new payload: creates the node, or sets its data if still at
 /// `version`, or re-creates it as persistent if it [`may_be_reaped`]. `Ok(false)`: the
 /// node changed in between; read again.

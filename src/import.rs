@@ -662,7 +662,8 @@ async fn import_zone(
 
 /// Runs `zkdns import`.
 pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
-    let layout = Layout::new(&global.root).or_input()?;
+    // a bad --root is reported before the files are read
+    Layout::new(&global.root).or_input()?;
     let format = args.format.unwrap_or(match args.from_znode {
         Some(_) => ImportFormat::JsonMap,
         None => ImportFormat::Zone,
@@ -684,12 +685,11 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
             Some(read_sources(&sources, format, args.zone.as_ref())?)
         }
     };
-    let client = admin::connect(global).await?;
-    let result = async {
+    admin::with_session(global, async |client, layout| {
         let zones = match (from_files, &args.from_znode) {
             (Some(zones), _) => zones,
             (None, Some(path)) => {
-                let source = read_znode(&client, path).await?;
+                let source = read_znode(client, path).await?;
                 read_sources(&[source], format, args.zone.as_ref())?
             }
             (None, None) => unreachable!("files or --from-znode"),
@@ -700,7 +700,7 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
             }
         }
         for content in &zones {
-            let counts = import_zone(&client, &layout, content, &args).await?;
+            let counts = import_zone(client, layout, content, &args).await?;
             let note = match (args.dry_run, counts.is_zero()) {
                 (true, _) => " (dry run: nothing written)",
                 (false, true) => " (unchanged)",
@@ -712,10 +712,8 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
             );
         }
         Ok(())
-    }
-    .await;
-    crate::zk::close(client).await;
-    result
+    })
+    .await
 }
 
 #[cfg(test)]
