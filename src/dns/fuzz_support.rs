@@ -222,18 +222,27 @@ pub fn test_tree() -> Tree {
 }
 
 fn tree_of(nodes: &[(String, String)]) -> Tree {
-    let layout = Layout::new(ROOT).expect("valid root");
-    let mut tree = Tree::new(None);
+    read_into(Tree::new(None), ROOT, as_bytes(nodes))
+}
+
+fn as_bytes(nodes: &[(String, String)]) -> impl Iterator<Item = (&str, &[u8])> + Clone {
+    nodes.iter().map(|(p, d)| (p.as_str(), d.as_bytes()))
+}
+
+/// A full read of `nodes` (paths below `<root>/zones`, and their data) into `tree`, parents
+/// first, as the watcher does.
+fn read_into<'a>(
+    mut tree: Tree,
+    root: &str,
+    nodes: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+) -> Tree {
+    let layout = Layout::new(root).expect("valid root");
     for depth in 0..3 {
         for (path, data) in nodes
-            .iter()
+            .clone()
             .filter(|(p, _)| p.matches('/').count() == depth)
         {
-            tree.apply(
-                &layout,
-                &format!("{ROOT}/zones/{path}"),
-                Some(&state(data.as_bytes())),
-            );
+            tree.apply(&layout, &format!("{root}/zones/{path}"), Some(&state(data)));
         }
     }
     tree
@@ -255,22 +264,12 @@ pub fn apply_znode(path: &str, data: &[u8]) -> Snapshot {
     let mut tree = BASE.get_or_init(|| tree_of(small_test_nodes())).clone();
     let full = format!("{ROOT}/zones/{path}");
     if tree.apply(&layout, &full, Some(&state(data))) == Applied::Resync {
-        tree = Tree::new(None);
-        let nodes = small_test_nodes();
-        for depth in 0..3 {
-            for (p, d) in nodes
-                .iter()
-                .filter(|(p, _)| p.matches('/').count() == depth)
-            {
-                let p = format!("{ROOT}/zones/{p}");
-                if p != full {
-                    tree.apply(&layout, &p, Some(&state(d.as_bytes())));
-                }
-            }
-            if path.matches('/').count() == depth {
-                tree.apply(&layout, &full, Some(&state(data)));
-            }
-        }
+        let others = as_bytes(small_test_nodes()).filter(|(p, _)| *p != path);
+        tree = read_into(
+            Tree::new(None),
+            ROOT,
+            others.chain(std::iter::once((path, data))),
+        );
     }
     tree.snapshot()
 }
@@ -1727,21 +1726,12 @@ mod tests {
     /// A full read of `model` (paths below `<root>/zones`), parents first, into `base.fresh()`
     /// as the watcher does after a reconnect (or into a new tree).
     fn full_read(model: &std::collections::BTreeMap<String, String>, base: Option<&Tree>) -> Tree {
-        let layout = Layout::new("/z").unwrap();
-        let mut t = base.map_or_else(|| Tree::new(None), Tree::fresh);
-        for depth in 0..3 {
-            for (path, data) in model
-                .iter()
-                .filter(|(p, _)| p.matches('/').count() == depth)
-            {
-                t.apply(
-                    &layout,
-                    &format!("/z/zones/{path}"),
-                    Some(&state(data.as_bytes())),
-                );
-            }
-        }
-        t
+        let nodes = model.iter().map(|(p, d)| (p.as_str(), d.as_bytes()));
+        read_into(
+            base.map_or_else(|| Tree::new(None), Tree::fresh),
+            "/z",
+            nodes,
+        )
     }
 
     proptest::proptest! {
