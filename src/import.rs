@@ -489,6 +489,15 @@ impl Source {
     }
 }
 
+/// The zone a hosts file or JSON map goes in: `--zone`, which those formats need.
+fn map_zone(format: ImportFormat, zone: Option<&ZoneName>) -> Result<&ZoneName, Failure> {
+    zone.ok_or_else(|| {
+        Failure::input(anyhow!(
+            "--format {format} needs --zone: the host names are relative to it"
+        ))
+    })
+}
+
 /// Reads every input and builds each zone's content; any problem is an input error naming
 /// `SOURCE:LINE`. Zone files go to `zone`, else to the zone they name; hosts files and JSON
 /// maps need `zone`.
@@ -498,11 +507,7 @@ pub fn read_sources(
     zone: Option<&ZoneName>,
 ) -> Result<Vec<ZoneContent>, Failure> {
     if format != ImportFormat::Zone {
-        let Some(zone) = zone else {
-            return Err(Failure::input(anyhow!(
-                "--format {format} needs --zone: the host names are relative to it"
-            )));
-        };
+        let zone = map_zone(format, zone)?;
         let mut map = HostMap::new(zone.clone());
         for source in sources {
             let added = match format {
@@ -668,10 +673,8 @@ pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
         Some(_) => ImportFormat::JsonMap,
         None => ImportFormat::Zone,
     });
-    if format != ImportFormat::Zone && args.zone.is_none() {
-        return Err(Failure::input(anyhow!(
-            "--format {format} needs --zone: the host names are relative to it"
-        )));
+    if format != ImportFormat::Zone {
+        map_zone(format, args.zone.as_ref())?;
     }
     // files are read and checked before ZooKeeper is asked anything
     let from_files = match &args.from_znode {
