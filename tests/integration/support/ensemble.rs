@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::process::{Cleanup, Guarded, free_tcp_port};
+use super::zookeeper::{ZK_SERVER, four_letter_at};
 
-const ZK_SERVER: &str = "/usr/share/zookeeper/bin/zkServer.sh";
 /// How long the ensemble may take to elect a leader (three JVMs starting on two busy cores).
 const QUORUM_TIMEOUT: Duration = Duration::from_secs(90);
 const NODES: usize = 3;
@@ -211,14 +211,7 @@ impl Ensemble {
 
     /// Sends a four-letter command to node `i` and returns the reply (empty if none).
     pub fn four_letter(&self, i: usize, cmd: &str) -> String {
-        let Ok(mut s) = TcpStream::connect_timeout(&self.addr(i), Duration::from_secs(1)) else {
-            return String::new();
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.write_all(cmd.as_bytes());
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
+        four_letter_at(self.addr(i), cmd)
     }
 
     /// A connected client of the whole ensemble, with the given session timeout.

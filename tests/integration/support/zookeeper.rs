@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use super::process::{Cleanup, Guarded, free_tcp_port};
 
-const ZK_SERVER: &str = "/usr/share/zookeeper/bin/zkServer.sh";
+pub(super) const ZK_SERVER: &str = "/usr/share/zookeeper/bin/zkServer.sh";
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Session timeout of the test clients; the server caps it at 20 ticks (4 s) anyway.
 const CLIENT_SESSION: Duration = Duration::from_secs(4);
@@ -138,36 +138,12 @@ impl ZooKeeper {
 
     /// A connected client (session in the caller's tokio runtime) for writing znodes.
     pub async fn client(&self) -> zookeeper_client::Client {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let attempt = zookeeper_client::Client::connector()
-                .with_session_timeout(CLIENT_SESSION)
-                .connect(&self.connect_string())
-                .await;
-            match attempt {
-                Ok(client) => return client,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("ZooKeeper client connect failed ({e}); retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!(
-                    "cannot connect to ZooKeeper at {}: {e}",
-                    self.connect_string()
-                ),
-            }
-        }
+        super::ensemble::connect_client(&self.connect_string(), CLIENT_SESSION).await
     }
 
     /// Sends a four-letter command and returns the reply (empty if none).
     pub fn four_letter(&self, cmd: &str) -> String {
-        let Ok(mut s) = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1)) else {
-            return String::new();
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.write_all(cmd.as_bytes());
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
+        four_letter_at(self.addr(), cmd)
     }
 
     fn write_config(&self) {
@@ -263,4 +239,16 @@ pub fn unique_root() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// Sends a four-letter command to a ZooKeeper server and returns the reply (empty if none).
+pub(super) fn four_letter_at(addr: SocketAddr, cmd: &str) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = s.write_all(cmd.as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
