@@ -46,6 +46,24 @@ fn zkdns(zk: &ZooKeeper, root: &str, args: &[&str]) -> Run {
 }
 
 /// Runs it and insists on success.
+/// A run refused for a bad input line: exit 2, `zkdns: error: FILE:LINE: ` and `reason` on
+/// stderr, nothing on stdout.
+fn assert_bad_line(r: &Run, name: &str, file: &Path, line: usize, reason: &str) {
+    assert_eq!(r.code, 2, "{name}: {}{}", r.stdout, r.stderr);
+    let want = format!("zkdns: error: {}:{line}: ", file.display());
+    assert!(
+        r.stderr.contains(&want),
+        "{name}: want {want:?} in {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(reason),
+        "{name}: want {reason:?} in {}",
+        r.stderr
+    );
+    assert!(r.stdout.is_empty(), "{name}: {}", r.stdout);
+}
+
 fn ok(zk: &ZooKeeper, root: &str, args: &[&str]) -> String {
     let r = zkdns(zk, root, args);
     assert_eq!(
@@ -286,19 +304,7 @@ async fn a_bad_line_exits_2_naming_file_and_line_and_writes_nothing() {
     for (name, bad, reason) in cases {
         let file = zone_file(&dir, name, &format!("{good}{bad}later IN A 10.0.0.9\n"));
         let r = zkdns(zk, &root, &["import", path_str(&file)]);
-        assert_eq!(r.code, 2, "{name}: {}{}", r.stdout, r.stderr);
-        let want = format!("zkdns: error: {}:5: ", file.display());
-        assert!(
-            r.stderr.contains(&want),
-            "{name}: want {want:?} in {}",
-            r.stderr
-        );
-        assert!(
-            r.stderr.contains(reason),
-            "{name}: want {reason:?} in {}",
-            r.stderr
-        );
-        assert!(r.stdout.is_empty(), "{name}: {}", r.stdout);
+        assert_bad_line(&r, name, &file, 5, reason);
     }
     // two files, the second bad: the first is not written either
     let first = zone_file(
@@ -957,19 +963,7 @@ async fn bad_lines_in_hosts_files_and_json_maps_exit_2_and_write_nothing() {
                 path_str(&file),
             ],
         );
-        assert_eq!(r.code, 2, "{name}: {}{}", r.stdout, r.stderr);
-        let want = format!("zkdns: error: {}:{line}: ", file.display());
-        assert!(
-            r.stderr.contains(&want),
-            "{name}: want {want:?} in {}",
-            r.stderr
-        );
-        assert!(
-            r.stderr.contains(reason),
-            "{name}: want {reason:?} in {}",
-            r.stderr
-        );
-        assert!(r.stdout.is_empty(), "{name}: {}", r.stdout);
+        assert_bad_line(&r, name, &file, *line, reason);
     }
     // two hosts files, the second bad: the first is not written either
     let first = zone_file(&dir, "first.hosts", "10.0.0.1 fresh\n");
