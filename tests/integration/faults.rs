@@ -163,6 +163,38 @@ async fn read_tree(c: &Client, root: &str, zone: &str) -> BTreeMap<String, Answe
     tree
 }
 
+/// Prints whether the stub's map equals ZooKeeper's tree, and the load's failures; asserts
+/// that there are neither differences nor failed in-zone queries.
+fn assert_map_and_load(
+    what: &str,
+    tree: &BTreeMap<String, Answer>,
+    deleted: &[String],
+    diffs: &[String],
+    report: &LoadReport,
+) {
+    eprintln!(
+        "  map == tree: {} ({} names, {} deleted names checked)",
+        if diffs.is_empty() { "yes" } else { "NO" },
+        tree.len(),
+        deleted.len()
+    );
+    for e in &report.examples {
+        eprintln!("  failure {e}");
+    }
+    assert!(
+        diffs.is_empty(),
+        "{what}: the stub's map differs from ZooKeeper's tree:\n{}",
+        diffs.join("\n")
+    );
+    assert_eq!(
+        report.failed(),
+        0,
+        "{what}: in-zone queries failed: {}\n{}",
+        report.summary(),
+        report.examples.join("\n")
+    );
+}
+
 /// Compares the stub's answer for every name in ZooKeeper, and for every name deleted during
 /// the test (NXDOMAIN unless it is back in the tree). Returns the differences.
 fn compare_with_tree(
@@ -543,29 +575,7 @@ impl Scenario {
             sessions.len(),
             sessions.join(", ")
         );
-        eprintln!(
-            "  map == tree: {} ({} names, {} deleted names checked)",
-            if diffs.is_empty() { "yes" } else { "NO" },
-            tree.len(),
-            deleted.len()
-        );
-        for e in &report.examples {
-            eprintln!("  failure {e}");
-        }
-        assert!(
-            diffs.is_empty(),
-            "{}: the stub's map differs from ZooKeeper's tree:\n{}",
-            self.name,
-            diffs.join("\n")
-        );
-        assert_eq!(
-            report.failed(),
-            0,
-            "{}: in-zone queries failed: {}\n{}",
-            self.name,
-            report.summary(),
-            report.examples.join("\n")
-        );
+        assert_map_and_load(self.name, &tree, &deleted, &diffs, &report);
     }
 }
 
@@ -1034,27 +1044,7 @@ async fn soak_fixed_rate_with_100_changes_per_second() {
         series.join(" ")
     );
     eprintln!("  settled {settle:?} after the last change");
-    eprintln!(
-        "  map == tree: {} ({} names, {} deleted names checked)",
-        if diffs.is_empty() { "yes" } else { "NO" },
-        tree.len(),
-        deleted.len()
-    );
-    for e in &report.examples {
-        eprintln!("  failure {e}");
-    }
-    assert!(
-        diffs.is_empty(),
-        "soak: the stub's map differs from ZooKeeper's tree:\n{}",
-        diffs.join("\n")
-    );
-    assert_eq!(
-        report.failed(),
-        0,
-        "soak: queries failed: {}\n{}",
-        report.summary(),
-        report.examples.join("\n")
-    );
+    assert_map_and_load("soak", &tree, &deleted, &diffs, &report);
     assert!(
         second <= limit,
         "soak: RSS grew from {first} KiB (first half's peak) to {second} KiB: {}",
