@@ -3,7 +3,7 @@
 //! raw reply.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
@@ -281,4 +281,51 @@ impl SilentServer {
     pub fn addr(&self) -> SocketAddr {
         self.udp.local_addr().unwrap()
     }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A loopback address where port 53 is free for UDP and TCP, e.g. 127.53.x.y.
+pub fn free_port_53() -> Option<SocketAddr> {
+    let pid = std::process::id();
+    (0..200u32).find_map(|i| {
+        let n = pid.wrapping_add(i * 7919);
+        let ip = Ipv4Addr::new(127, 53, (n >> 8) as u8, (n as u8).max(1));
+        let addr = SocketAddr::from((ip, 53));
+        let udp = UdpSocket::bind(addr).ok()?;
+        let tcp = std::net::TcpListener::bind(addr).ok()?;
+        drop((udp, tcp));
+        Some(addr)
+    })
+}
+
+/// Runs `getent ARGS` in a private mount namespace where /etc/resolv.conf names only
+/// `nameserver` and /etc/nsswitch.conf resolves hosts by DNS alone. Returns (exit code, stdout).
+pub fn getent(dir: &std::path::Path, nameserver: Ipv4Addr, args: &str) -> (i32, String) {
+    let resolv = dir.join("resolv.conf");
+    let nsswitch = dir.join("nsswitch.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {nameserver}\noptions timeout:2 attempts:2\n"),
+    )
+    .unwrap();
+    // DNS only: /etc/hosts, mDNS or systemd-resolved modules must not answer for the stub
+    std::fs::write(&nsswitch, "hosts: dns\n").unwrap();
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && mount --bind {} /etc/nsswitch.conf && getent {args}",
+        resolv.display(),
+        nsswitch.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
