@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
@@ -370,17 +369,8 @@ async fn every_bad_znode_is_skipped_logged_once_and_never_served() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hosts");
     std::fs::write(&file, "127.0.0.1\tlocalhost\n").unwrap();
-    let out = zkdns_cmd(zk, &root)
-        .args(["hosts", "--once", "--file"])
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run zkdns hosts --once");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = hosts_once(&zk.connect_string(), &root, &file, &[]);
+    assert_eq!(code, 0, "{stderr}");
     let hosts = std::fs::read_to_string(&file).unwrap();
     assert_eq!(
         hosts,
@@ -550,17 +540,8 @@ async fn ten_thousand_addresses_under_one_name() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hosts");
-    let out = zkdns_cmd(zk, &root)
-        .args(["hosts", "--once", "--file"])
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run zkdns hosts --once");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = hosts_once(&zk.connect_string(), &root, &file, &[]);
+    assert_eq!(code, 0, "{stderr}");
     let hosts = std::fs::read_to_string(&file).unwrap();
     assert_eq!(hosts.matches("\tmany.bad.test\n").count(), N);
     close_session(c).await;

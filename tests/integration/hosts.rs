@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -18,29 +18,10 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const ZONE: &str = "h.test";
 const WROTE: &str = "wrote ";
 
-fn hosts_cmd(connect: &str, root: &str, file: &Path, extra: &[&str]) -> Command {
-    let mut cmd = zkdns_cmd_at(connect, root);
-    cmd.args(extra).arg("hosts").arg("--file").arg(file);
-    cmd
-}
-
 fn follow(zk: &ZooKeeper, root: &str, file: &Path) -> Daemon {
     Daemon::spawn(
         "zkdns hosts",
         hosts_cmd(&zk.connect_string(), root, file, &[]),
-    )
-}
-
-/// `zkdns hosts --once`: exit code and stderr.
-fn once(connect: &str, root: &str, file: &Path, extra: &[&str]) -> (i32, String) {
-    let out = hosts_cmd(connect, root, file, extra)
-        .arg("--once")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run zkdns hosts");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
 
@@ -142,7 +123,7 @@ async fn once_writes_keeps_mode_and_owner_and_exits() {
     std::os::unix::fs::chown(&path, Some(4321), Some(4322)).unwrap();
     let inode = std::fs::metadata(&path).unwrap().ino();
 
-    let (code, stderr) = once(&zk.connect_string(), &root, &path, &[]);
+    let (code, stderr) = hosts_once(&zk.connect_string(), &root, &path, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         read(&path),
@@ -159,7 +140,7 @@ async fn once_writes_keeps_mode_and_owner_and_exits() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
     // --zone limits the names; a second run that changes nothing leaves the file alone
-    let (code, stderr) = once(&zk.connect_string(), &root, &path, &[]);
+    let (code, stderr) = hosts_once(&zk.connect_string(), &root, &path, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(std::fs::metadata(&path).unwrap().ino(), meta.ino());
     let out = hosts_cmd(&zk.connect_string(), &root, &path, &[])
@@ -177,7 +158,7 @@ async fn once_writes_keeps_mode_and_owner_and_exits() {
 
     // ZooKeeper unreachable: exit 1, file untouched
     let before = read(&path);
-    let (code, stderr) = once(
+    let (code, stderr) = hosts_once(
         &dead_addr().to_string(),
         &root,
         &path,
@@ -200,7 +181,7 @@ async fn malformed_markers_are_refused_and_nothing_is_written() {
         ("x\n# END zkdns\n", "line 2"),
     ] {
         let path = temp_file(&dir, "hosts", text);
-        let (code, stderr) = once(&zk.connect_string(), &root, &path, &[]);
+        let (code, stderr) = hosts_once(&zk.connect_string(), &root, &path, &[]);
         assert_eq!(code, 2, "{text:?}: {stderr}");
         assert!(
             stderr.contains(says) && stderr.contains("nothing was written"),

@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,26 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// the test run sets `RUST_LOG`.
 pub fn zkdns_cmd(zk: &ZooKeeper, root: &str) -> Command {
     zkdns_cmd_at(&zk.connect_string(), root)
+}
+
+/// `zkdns [EXTRA…] hosts --file FILE`.
+pub fn hosts_cmd(connect: &str, root: &str, file: &Path, extra: &[&str]) -> Command {
+    let mut cmd = zkdns_cmd_at(connect, root);
+    cmd.args(extra).arg("hosts").arg("--file").arg(file);
+    cmd
+}
+
+/// `zkdns hosts --once`: exit code and stderr.
+pub fn hosts_once(connect: &str, root: &str, file: &Path, extra: &[&str]) -> (i32, String) {
+    let out = hosts_cmd(connect, root, file, extra)
+        .arg("--once")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run zkdns hosts");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// [`zkdns_cmd`] with any connect string (several hosts, a chroot, a proxy).
