@@ -4,10 +4,8 @@
 //! creates record sets as CONTAINER nodes that ZooKeeper reaps (keeping data someone else
 //! wrote onto them). Also [`Daemon`], the fixture for long-running commands other than `serve`.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -19,42 +17,21 @@ use crate::support::*;
 const DEADLINE: Duration = Duration::from_secs(30);
 const ZONE: &str = "r.test";
 
-/// Log text shared with the reader thread; the condvar is notified on every line.
-type Log = Arc<(Mutex<(String, bool)>, Condvar)>;
-
 /// A long-running `zkdns` command (`register`, `hosts`) with its stderr collected. Killed on
 /// Drop, its log printed if the test is failing. (A candidate for `support/`.)
 pub struct Daemon {
     process: Guarded,
-    log: Log,
+    log: StderrLog,
 }
 
 impl Daemon {
-    pub fn spawn(name: &str, mut cmd: Command) -> Daemon {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut process = Guarded::spawn(name, cmd);
-        let stderr = process.take_stderr().expect("stderr is piped");
-        let log: Log = Arc::default();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let (state, changed) = &*sink;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut s = state.lock().unwrap();
-                s.0.push_str(&line);
-                s.0.push('\n');
-                changed.notify_all();
-            }
-            state.lock().unwrap().1 = true;
-            changed.notify_all();
-        });
+    pub fn spawn(name: &str, cmd: Command) -> Daemon {
+        let (process, log) = StderrLog::spawn(name, cmd);
         Daemon { process, log }
     }
 
     pub fn logs(&self) -> String {
-        self.log.0.lock().unwrap().0.clone()
+        self.log.text()
     }
 
     /// Lines containing `needle`.
@@ -65,26 +42,9 @@ impl Daemon {
     /// Waits until at least `n` lines contain `needle`; `false` after `timeout` or once the
     /// process has closed its stderr without it.
     pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let (state, changed) = &*self.log;
-        let mut s = state.lock().unwrap();
-        loop {
-            if s.0.lines().filter(|l| l.contains(needle)).count() >= n {
-                return true;
-            }
-            let now = Instant::now();
-            if s.1 || now >= deadline {
-                return false;
-            }
-            s = changed.wait_timeout(s, deadline - now).unwrap().0;
-        }
-    }
-
-    /// Waits until the reader thread has taken every line (the process closed stderr).
-    fn wait_closed(&self, timeout: Duration) {
-        let (state, changed) = &*self.log;
-        let s = state.lock().unwrap();
-        let _ = changed.wait_timeout_while(s, timeout, |s| !s.1).unwrap();
+        self.log.wait_until(timeout, |text| {
+            text.lines().filter(|l| l.contains(needle)).count() >= n
+        })
     }
 
     /// Waits for a line containing `needle`, panicking with the log if none comes.
@@ -112,7 +72,7 @@ impl Daemon {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.process.try_wait() {
-                self.wait_closed(Duration::from_secs(2));
+                self.log.wait_closed(Duration::from_secs(2));
                 return status;
             }
             assert!(

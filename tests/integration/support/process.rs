@@ -6,10 +6,12 @@
 //! (panic, abort, SIGKILL from a CI timeout). Either way the watchdog kills the group, which is
 //! what makes `ZooKeeper::shared()`, a static that is never dropped, go away with the tests.
 
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// A child process in its own process group, killed with SIGKILL (the whole group) on Drop.
 pub struct Guarded {
@@ -148,5 +150,73 @@ impl Drop for Cleanup {
             drop(pipe);
             let _ = watchdog.wait();
         }
+    }
+}
+
+/// A child's stderr, collected by a reader thread; waiters are woken on every line.
+#[derive(Clone, Default)]
+pub struct StderrLog(Arc<(Mutex<LogState>, Condvar)>);
+
+#[derive(Default)]
+struct LogState {
+    text: String,
+    closed: bool,
+}
+
+impl StderrLog {
+    /// Spawns `cmd` (stdin and stdout null) with its stderr collected.
+    pub fn spawn(name: &str, mut cmd: Command) -> (Guarded, StderrLog) {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut process = Guarded::spawn(name, cmd);
+        let stderr = process.take_stderr().expect("stderr is piped");
+        let log = StderrLog::default();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let (state, changed) = &*sink.0;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut s = state.lock().unwrap();
+                s.text.push_str(&line);
+                s.text.push('\n');
+                changed.notify_all();
+            }
+            state.lock().unwrap().closed = true;
+            changed.notify_all();
+        });
+        (process, log)
+    }
+
+    /// Everything collected so far.
+    pub fn text(&self) -> String {
+        self.0.0.lock().unwrap().text.clone()
+    }
+
+    /// Waits until `done` holds for the text; `false` after `timeout` or once the process
+    /// has closed its stderr without it.
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (state, changed) = &*self.0;
+        let mut s = state.lock().unwrap();
+        loop {
+            if done(&s.text) {
+                return true;
+            }
+            let now = Instant::now();
+            if s.closed || now >= deadline {
+                return false;
+            }
+            s = changed.wait_timeout(s, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Waits (at most `timeout`) until the reader has taken every line: stderr closed.
+    pub fn wait_closed(&self, timeout: Duration) {
+        let (state, changed) = &*self.0;
+        let s = state.lock().unwrap();
+        let _ = changed
+            .wait_timeout_while(s, timeout, |s| !s.closed)
+            .unwrap();
     }
 }

@@ -2,14 +2,12 @@
 //! address from its "listening for UDP on ADDR" log line, and collects its stderr. It is killed
 //! on Drop; when the test is failing, its log is printed so the failure explains itself.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::process::Guarded;
+use super::process::{Guarded, StderrLog};
 use super::zookeeper::ZooKeeper;
 
 /// How long `serve` waits for the listening line.
@@ -78,19 +76,10 @@ pub fn serve_command(mut cmd: Command, extra_args: &[&str]) -> Command {
     cmd
 }
 
-/// Log text shared with the reader thread; the condvar is notified on every line.
-type Log = Arc<(Mutex<LogState>, Condvar)>;
-
-#[derive(Default)]
-struct LogState {
-    text: String,
-    closed: bool,
-}
-
 /// A running `zkdns serve`.
 pub struct Zkdns {
     process: Guarded,
-    log: Log,
+    log: StderrLog,
     addr: SocketAddr,
 }
 
@@ -136,26 +125,8 @@ impl Zkdns {
 
     /// Spawns a prepared command (`serve` and its flags included) and waits for the
     /// "listening for UDP on ADDR" line. `Err` holds the log if zkdns exits or stays silent.
-    pub fn try_start(mut cmd: Command) -> Result<Zkdns, String> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut process = Guarded::spawn("zkdns", cmd);
-        let stderr = process.take_stderr().expect("stderr is piped");
-        let log: Log = Arc::default();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            let (state, changed) = &*sink;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let mut s = state.lock().unwrap();
-                s.text.push_str(&line);
-                s.text.push('\n');
-                changed.notify_all();
-            }
-            state.lock().unwrap().closed = true;
-            changed.notify_all();
-        });
+    pub fn try_start(cmd: Command) -> Result<Zkdns, String> {
+        let (process, log) = StderrLog::spawn("zkdns", cmd);
         let mut stub = Zkdns {
             process,
             log,
@@ -186,7 +157,7 @@ impl Zkdns {
 
     /// Everything zkdns wrote to stderr so far.
     pub fn logs(&self) -> String {
-        self.log.0.lock().unwrap().text.clone()
+        self.log.text()
     }
 
     /// Waits until the log contains `needle`; `false` after `timeout` or if zkdns exited.
@@ -196,19 +167,8 @@ impl Zkdns {
 
     /// Waits until the log contains `needle` at least `count` times.
     pub fn wait_count(&self, needle: &str, count: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let (state, changed) = &*self.log;
-        let mut s = state.lock().unwrap();
-        loop {
-            if s.text.matches(needle).count() >= count {
-                return true;
-            }
-            let now = Instant::now();
-            if s.closed || now >= deadline {
-                return false;
-            }
-            s = changed.wait_timeout(s, deadline - now).unwrap().0;
-        }
+        self.log
+            .wait_until(timeout, |text| text.matches(needle).count() >= count)
     }
 
     /// How many log lines contain every one of `needles`.
