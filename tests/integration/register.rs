@@ -56,6 +56,18 @@ impl Daemon {
         );
     }
 
+    /// Sends SIGTERM and asserts a clean exit (status 0) within [`DEADLINE`].
+    pub fn terminate(&mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(DEADLINE);
+        assert!(
+            status.success(),
+            "{} exited with {status}:\n{}",
+            self.process.name(),
+            self.logs()
+        );
+    }
+
     pub fn pid(&self) -> i32 {
         self.process.id() as i32
     }
@@ -236,9 +248,7 @@ async fn registered_name_answers_and_goes_at_once_on_sigterm() {
     .await;
     reg.expect_log("again: someone had deleted it");
 
-    reg.signal(libc::SIGTERM);
-    let status = reg.wait_exit(DEADLINE);
-    assert!(status.success(), "register exited with {status}");
+    reg.terminate();
     // deleted before the process exited, not left to the session timeout
     assert!(
         !exists(&c, &path).await,
@@ -325,8 +335,7 @@ async fn expired_session_registers_again() {
     reg.assert_running();
 
     // and the new registration is deleted on SIGTERM like the first
-    reg.signal(libc::SIGTERM);
-    assert!(reg.wait_exit(DEADLINE).success());
+    reg.terminate();
     assert!(!exists(&c, &path).await);
     close_session(c).await;
 }
@@ -500,8 +509,7 @@ async fn record_sets_are_containers_and_written_data_is_kept() {
     put_set(&c, &root, ZONE, "plain", r#"{"TXT":["p"]}"#).await;
 
     for d in [&mut gone, &mut kept, &mut plain] {
-        d.signal(libc::SIGTERM);
-        assert!(d.wait_exit(DEADLINE).success());
+        d.terminate();
     }
     // the empty container is reaped…
     let gone_set = set_path(&root, ZONE, "gone");
@@ -526,8 +534,7 @@ async fn record_sets_are_containers_and_written_data_is_kept() {
     // one more reaper round for good measure: a fresh empty container goes, the others stay
     let mut again = start("again.r.test");
     again.expect_log("registered again.r.test as");
-    again.signal(libc::SIGTERM);
-    assert!(again.wait_exit(DEADLINE).success());
+    again.terminate();
     let again_set = set_path(&root, ZONE, "again");
     until("the second empty container reaped", || async {
         !exists(&c, &again_set).await
@@ -561,8 +568,7 @@ async fn a_second_instance_with_the_same_id_waits_for_the_first() {
         "the first one's member was overwritten: {data}"
     );
 
-    first.signal(libc::SIGTERM);
-    assert!(first.wait_exit(DEADLINE).success());
+    first.terminate();
     until("the second instance's member", || async {
         member(&c, &path)
             .await
