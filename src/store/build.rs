@@ -174,18 +174,25 @@ impl Builder {
         {
             return Err(Resync);
         }
+        let apex = wire_key_str(zone.as_str());
+        let mut gone_sets = 0;
         let keys: Vec<Box<[u8]>> = self
             .snap
             .nodes
             .iter()
-            .filter(|(_, v)| NodeRef::parse(v).zone == idx)
+            .filter(|(k, v)| {
+                let node = NodeRef::parse(v);
+                // the apex's own set is not counted in `sets`
+                gone_sets += usize::from(node.zone == idx && node.is_set() && *k != &apex[..]);
+                node.zone == idx
+            })
             .map(|(k, _)| Box::from(k))
             .collect();
         for key in keys {
             self.forget(&key);
             self.snap.nodes.remove(&key);
         }
-        let apex = wire_key_str(zone.as_str());
+        self.sets -= gone_sets;
         Arc::make_mut(&mut self.snap.zone_index).remove(&apex);
         Arc::make_mut(&mut self.snap.zones)[idx as usize] = None;
         self.zones.remove(&idx);
@@ -490,5 +497,41 @@ impl Builder {
                 self.snap.nodes.insert(&anc, &entry);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn zone(s: &str) -> ZoneName {
+        ZoneName::parse(s).unwrap()
+    }
+
+    fn add(b: &mut Builder, z: &str) -> Result<(), Resync> {
+        b.add_zone(&zone(z), &ZoneSettings::defaults(&zone(z)), 1)
+    }
+
+    #[test]
+    fn removed_zones_leave_no_sets_counted() {
+        let mut b = Builder::new();
+        add(&mut b, "c.l").unwrap();
+        add(&mut b, "d.l").unwrap();
+        let data = RecordData {
+            a: vec!["10.0.0.1".parse().unwrap()],
+            ..Default::default()
+        };
+        let rel = |name: &str, z: &str| RelName::from_znode(name, &zone(z)).unwrap();
+        for name in ["web", "api.prod"] {
+            assert!(b.put_set(&zone("c.l"), &rel(name, "c.l"), &data));
+        }
+        assert!(b.put_set(&zone("c.l"), &RelName::apex(), &data));
+        assert_eq!(b.sets, 2, "the apex's set is not counted");
+        b.remove_zone(&zone("c.l")).unwrap();
+        assert_eq!(b.sets, 0);
+        // with no record set left anywhere, a zone may nest in another without a full read
+        assert_eq!(add(&mut b, "sub.d.l"), Ok(()));
+        assert!(b.put_set(&zone("d.l"), &rel("www", "d.l"), &data));
+        assert_eq!(add(&mut b, "deeper.sub.d.l"), Err(Resync));
     }
 }
