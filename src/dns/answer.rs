@@ -9,7 +9,8 @@ use std::cell::Cell;
 use hickory_proto::rr::RecordType;
 
 use crate::dns::wire::{HEADER_LEN, OPCODE_QUERY, Owner, Query, Reject, Response, rcode};
-use crate::names::label_offsets;
+use crate::names::{label_offsets, reverse_addr};
+use crate::store::node::{PTR_RECORD_MAX, ptr_record};
 use crate::store::{Lookup, RrSetRef, Snapshot, ZoneSnap};
 
 /// Longest CNAME chain followed before the answer is cut (as resolvers do).
@@ -93,6 +94,28 @@ fn push_rrset(
     for rec in set.iter().take(start) {
         r.push(section, owner, rec);
     }
+}
+
+/// The PTR records of the address that reverse name `key` names, one per name holding it,
+/// rotated like an RRset. Returns whether there were any.
+fn push_ptrs(r: &mut Response<'_>, owner: Owner<'_>, snap: &Snapshot, key: &[u8]) -> bool {
+    let Some(addr) = reverse_addr(key) else {
+        return false;
+    };
+    let n = snap.ptrs_of(addr).count();
+    if n == 0 {
+        return false;
+    }
+    let start = rotation(n);
+    let mut buf = [0u8; PTR_RECORD_MAX];
+    let ptrs = snap
+        .ptrs_of(addr)
+        .skip(start)
+        .chain(snap.ptrs_of(addr).take(start));
+    for (target, ttl) in ptrs {
+        r.push(1, owner, ptr_record(target, ttl, &mut buf));
+    }
+    true
 }
 
 /// The owner of a zone's apex in this message: a pointer into the question when the question
@@ -189,14 +212,15 @@ pub fn answer(
     let mut scratch = [0u8; 257];
     let first = snap.lookup(key, &mut scratch);
     if let Lookup::NotOurs = first {
-        if q.qtype == u16::from(RecordType::PTR) && q.qclass == CLASS_IN {
-            if let Some(set) = snap.reverse(key) {
-                if let Some(mut r) = start_answer(out, packet, q, opts) {
-                    push_rrset(&mut r, 1, Owner::Pointer(HEADER_LEN as u16), set, true);
-                    finish(r, q, rcode::NOERROR, limit, opts);
-                }
-                return Outcome::Reply;
+        if q.qtype == u16::from(RecordType::PTR)
+            && q.qclass == CLASS_IN
+            && reverse_addr(key).is_some_and(|a| snap.ptrs_of(a).next().is_some())
+        {
+            if let Some(mut r) = start_answer(out, packet, q, opts) {
+                push_ptrs(&mut r, Owner::Pointer(HEADER_LEN as u16), snap, key);
+                finish(r, q, rcode::NOERROR, limit, opts);
             }
+            return Outcome::Reply;
         }
         return Outcome::Forward;
     }
@@ -220,11 +244,8 @@ pub fn answer(
         match lookup {
             Lookup::NotOurs => break rcode::NOERROR, // the chain left our zones
             Lookup::NxDomain { zone } => {
-                if qtype == RecordType::PTR && chain == 0 {
-                    if let Some(set) = snap.reverse(key) {
-                        push_rrset(&mut r, 1, owner, set, true);
-                        break rcode::NOERROR;
-                    }
+                if qtype == RecordType::PTR && chain == 0 && push_ptrs(&mut r, owner, snap, key) {
+                    break rcode::NOERROR;
                 }
                 r.push(2, apex_owner(key, zone), zone.soa_negative().first());
                 break rcode::NXDOMAIN;
@@ -257,10 +278,7 @@ pub fn answer(
                     }
                     any = true;
                 } else if qtype == RecordType::PTR && chain == 0 {
-                    if let Some(set) = snap.reverse(key) {
-                        push_rrset(&mut r, 1, owner, set, true);
-                        any = true;
-                    }
+                    any = push_ptrs(&mut r, owner, snap, key);
                 }
                 if !any {
                     // NODATA (RFC 2308 §2.2)

@@ -1712,10 +1712,10 @@ mod tests {
         out.push(format!("names {} records {}", s.names, s.records));
         for (name, ips) in s.addresses() {
             for ip in ips {
-                let mut owners: Vec<Vec<u8>> = s
+                let mut owners: Vec<(Vec<u8>, u32)> = s
                     .ptrs_of(crate::names::AddrKey::from(ip))
-                    .map(|set| set.iter().map(<[u8]>::to_vec).collect())
-                    .unwrap_or_default();
+                    .map(|(name, ttl)| (name.to_vec(), ttl))
+                    .collect();
                 owners.sort();
                 out.push(format!("{name} {ip} {owners:?}"));
             }

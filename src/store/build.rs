@@ -11,8 +11,8 @@ use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{RData, RecordType};
 
 use super::node::{
-    FLAG_NAME, FLAG_SET, NodeRef, RR_FIXED, decode_data, encode_node, encode_rrset, rrset_header,
-    rrsets_of, with_below,
+    FLAG_NAME, FLAG_SET, NodeRef, decode_data, encode_node, encode_rrset, gives_ptrs, rrsets_of,
+    with_below,
 };
 use super::{Snapshot, ZoneSnap, unix_now};
 use crate::names::{AddrKey, RelName, ZoneName, label_offsets, wire_key_str};
@@ -85,29 +85,12 @@ fn nested(a: &str, b: &str) -> bool {
     below(a, b) || below(b, a)
 }
 
-/// The addresses an entry gives PTR records to, and their TTL: a record set's, not a
-/// wildcard's (a wildcard is no name to point at).
-fn ptr_view(node: &NodeRef<'_>, key: &[u8]) -> (Vec<IpAddr>, u32) {
-    if !node.is_set() || key.starts_with(b"\x01*") {
-        return (Vec::new(), 0);
+/// The addresses an entry gives PTR records to.
+fn ptr_addresses(node: &NodeRef<'_>, key: &[u8]) -> Vec<IpAddr> {
+    if !gives_ptrs(node, key) {
+        return Vec::new();
     }
-    let ttl = node
-        .rrsets()
-        .find(|s| matches!(s.rtype, RecordType::A | RecordType::AAAA))
-        .and_then(|s| s.iter().next())
-        .map_or(0, |r| u32::from_be_bytes([r[4], r[5], r[6], r[7]]));
-    (node.addresses().collect(), ttl)
-}
-
-/// A PTR record (without owner) pointing at `owner`.
-fn ptr_record(owner: &[u8], ttl: u32) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(RR_FIXED + owner.len());
-    rec.extend_from_slice(&u16::from(RecordType::PTR).to_be_bytes());
-    rec.extend_from_slice(&1u16.to_be_bytes());
-    rec.extend_from_slice(&ttl.to_be_bytes());
-    rec.extend_from_slice(&(owner.len() as u16).to_be_bytes());
-    rec.extend_from_slice(owner);
-    rec
+    node.addresses().collect()
 }
 
 impl Builder {
@@ -286,73 +269,70 @@ impl Builder {
         if self.snap.nodes.get(key) == Some(entry) {
             return false;
         }
-        let (old_addrs, old_ttl) = self.uncount(key);
+        let old_addrs = self.uncount(key);
         let node = NodeRef::parse(entry);
         self.snap.names += usize::from(node.flags & FLAG_NAME != 0);
         self.snap.records += node.records();
-        let (new_addrs, new_ttl) = ptr_view(&node, key);
-        // only the PTRs of addresses that came or went change (a set with thousands of
-        // members changes one address per event); a new TTL rewrites them all
+        let new_addrs = ptr_addresses(&node, key);
+        // only the addresses that came or went change (a set with thousands of members
+        // changes one address per event); TTLs are read from the entry when answering
         let old_set: HashSet<IpAddr> = old_addrs.iter().copied().collect();
         let new_set: HashSet<IpAddr> = new_addrs.iter().copied().collect();
         for ip in old_addrs.iter().filter(|ip| !new_set.contains(ip)) {
-            self.ptr_change(*ip, key, None);
+            self.ptr_change(*ip, key, false);
         }
-        for ip in new_addrs
-            .iter()
-            .filter(|ip| old_ttl != new_ttl || !old_set.contains(ip))
-        {
-            self.ptr_change(*ip, key, Some(new_ttl));
+        for ip in new_addrs.iter().filter(|ip| !old_set.contains(ip)) {
+            self.ptr_change(*ip, key, true);
         }
         self.snap.nodes.insert(key, entry);
         true
     }
 
-    /// Takes an entry's counters out of the totals; returns the addresses it gave PTRs to,
-    /// and their TTL.
-    fn uncount(&mut self, key: &[u8]) -> (Vec<IpAddr>, u32) {
+    /// Takes an entry's counters out of the totals; returns the addresses it gave PTRs to.
+    fn uncount(&mut self, key: &[u8]) -> Vec<IpAddr> {
         let Some(old) = self.snap.node(key) else {
-            return (Vec::new(), 0);
+            return Vec::new();
         };
         let (name, records) = (old.flags & FLAG_NAME != 0, old.records());
-        let ptrs = ptr_view(&old, key);
+        let addrs = ptr_addresses(&old, key);
         self.snap.names -= usize::from(name);
         self.snap.records -= records;
-        ptrs
+        addrs
     }
 
     /// Takes an entry's counters and PTRs out (before it is replaced or removed).
     fn forget(&mut self, key: &[u8]) {
-        let (addrs, _) = self.uncount(key);
-        for ip in addrs {
-            self.ptr_change(ip, key, None);
+        for ip in self.uncount(key) {
+            self.ptr_change(ip, key, false);
         }
     }
 
-    /// Adds (`ttl` given) or removes `owner` as a PTR target of `ip`.
-    fn ptr_change(&mut self, ip: IpAddr, owner: &[u8], ttl: Option<u32>) {
+    /// Adds or removes `owner` (a key in `nodes`) as a holder of `ip`. The reverse entry is
+    /// a sorted list of the holders' key hashes, one copy per holder, so that two names
+    /// with the same hash (as unlikely as that is) each count.
+    fn ptr_change(&mut self, ip: IpAddr, owner: &[u8], add: bool) {
         let key = AddrKey::from(ip);
-        let mut records: Vec<Vec<u8>> = self
+        let hash = self.snap.nodes.hash_of(owner);
+        let mut hashes: Vec<u64> = self
             .snap
-            .ptrs_of(key)
-            .map(|set| set.iter().map(<[u8]>::to_vec).collect())
-            .unwrap_or_default();
-        let before = records.len();
-        records.retain(|r| &r[RR_FIXED..] != owner);
-        if let Some(ttl) = ttl {
-            records.push(ptr_record(owner, ttl));
-        } else if records.len() == before {
-            return;
+            .reverse
+            .get(key.as_bytes())
+            .unwrap_or_default()
+            .chunks_exact(8)
+            .map(|h| u64::from_le_bytes(h.try_into().expect("8 bytes")))
+            .collect();
+        match (hashes.binary_search(&hash), add) {
+            (Ok(at) | Err(at), true) => hashes.insert(at, hash),
+            (Ok(at), false) => {
+                hashes.remove(at);
+            }
+            (Err(_), false) => return,
         }
-        if records.is_empty() {
+        if hashes.is_empty() {
             self.snap.reverse.remove(key.as_bytes());
             return;
         }
-        let len: usize = records.iter().map(Vec::len).sum();
-        let mut value = rrset_header(RecordType::PTR, records.len() as u16, len as u32).to_vec();
-        for r in &records {
-            value.extend_from_slice(r);
-        }
+        let value: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
         self.snap.reverse.insert(key.as_bytes(), &value);
     }
 
@@ -533,5 +513,45 @@ mod tests {
         assert_eq!(add(&mut b, "sub.d.l"), Ok(()));
         assert!(b.put_set(&zone("d.l"), &rel("www", "d.l"), &data));
         assert_eq!(add(&mut b, "deeper.sub.d.l"), Err(Resync));
+    }
+
+    #[test]
+    fn ptrs_follow_the_holders_of_an_address() {
+        let mut b = Builder::new();
+        add(&mut b, "c.l").unwrap();
+        let c = zone("c.l");
+        let rel = |name: &str| RelName::from_znode(name, &c).unwrap();
+        let at = |ttl: Option<u32>, ips: &[&str]| RecordData {
+            ttl,
+            a: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            ..Default::default()
+        };
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let ptrs = |b: &Builder| {
+            let snap = b.snapshot();
+            let mut v: Vec<(String, u32)> = snap
+                .ptrs_of(AddrKey::from(ip))
+                .map(|(name, ttl)| (crate::names::wire_to_string(name), ttl))
+                .collect();
+            v.sort();
+            v
+        };
+        b.put_set(&c, &rel("web"), &at(None, &["10.0.0.1"]));
+        b.put_set(&c, &rel("api"), &at(Some(60), &["10.0.0.2", "10.0.0.1"]));
+        b.put_set(&c, &rel("*.w"), &at(None, &["10.0.0.1"]));
+        let (api, web) = ("api.c.l.".to_string(), "web.c.l.".to_string());
+        assert_eq!(
+            ptrs(&b),
+            [(api.clone(), 60), (web.clone(), 5)],
+            "not the wildcard"
+        );
+        // a new TTL shows without the reverse entry being rewritten
+        b.put_set(&c, &rel("api"), &at(Some(90), &["10.0.0.2", "10.0.0.1"]));
+        assert_eq!(ptrs(&b), [(api.clone(), 90), (web, 5)]);
+        assert!(b.remove_set(&c, &rel("web")));
+        assert_eq!(ptrs(&b), [(api, 90)]);
+        b.put_set(&c, &rel("api"), &at(Some(90), &["10.0.0.2"]));
+        assert_eq!(ptrs(&b), []);
+        assert_eq!(b.snapshot().reverse.len(), 1, "10.0.0.2 only");
     }
 }

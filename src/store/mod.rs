@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::{ArcSwap, Guard};
 use foldhash::fast::RandomState;
 
-use crate::names::{AddrKey, ZoneName, label_offsets, reverse_addr, wire_to_string};
+use crate::names::{AddrKey, ZoneName, label_offsets, wire_to_string};
 use crate::records::ZoneSettings;
 
 mod build;
@@ -66,8 +66,9 @@ pub struct Snapshot {
     zone_index: Arc<HashMap<Box<[u8]>, u16, RandomState>>,
     /// Every name of every zone (record sets, empty non-terminals, apexes), by wire key.
     nodes: Table,
-    /// PTR RRsets synthesised from the zones' addresses, by address: 4 or 16 octets, where
-    /// the reverse name in wire format takes 22 to 30 or 74 bytes.
+    /// Who holds each address, for PTR answers: by address (4 or 16 octets, where the
+    /// reverse name in wire format takes 22 to 30 or 74 bytes), the sorted hashes of the
+    /// holders' keys in `nodes`, 8 bytes each (see [`Snapshot::ptrs_of`]).
     reverse: Table,
     /// Names with records (record sets with data, not empty non-terminals).
     pub names: usize,
@@ -138,16 +139,26 @@ impl Snapshot {
         Lookup::NxDomain { zone }
     }
 
-    /// Synthesised PTR records for a reverse name.
-    pub fn reverse(&self, key: &[u8]) -> Option<RrSetRef<'_>> {
-        self.ptrs_of(reverse_addr(key)?)
-    }
-
-    /// Synthesised PTR records for an address.
-    pub fn ptrs_of(&self, addr: AddrKey) -> Option<RrSetRef<'_>> {
-        self.reverse
-            .get(addr.as_bytes())
-            .map(|v| RrSetRef::parse(v).0)
+    /// The names that hold the address `addr`, each with the TTL of its address record:
+    /// what a PTR answer for the address gives. The reverse table keeps, per address, the
+    /// hash of each such name's key (see [`Table::hash_of`]), 8 bytes where a copy of the
+    /// name would take 30 or more; the names themselves are read from their entries.
+    pub fn ptrs_of(&self, addr: AddrKey) -> impl Iterator<Item = (&[u8], u32)> {
+        let hashes = self.reverse.get(addr.as_bytes()).unwrap_or_default();
+        let mut last = None;
+        hashes
+            .chunks_exact(8)
+            .map(|h| u64::from_le_bytes(h.try_into().expect("8 bytes")))
+            // sorted, one copy per name: names that share a hash are all found by its first
+            .filter(move |&h| last.replace(h) != Some(h))
+            .flat_map(|h| self.nodes.with_hash(h))
+            .filter_map(move |(key, value)| {
+                let node = NodeRef::parse(value);
+                if !node::gives_ptrs(&node, key) {
+                    return None;
+                }
+                Some((key, node::address_ttl(&node, addr.as_bytes())?))
+            })
     }
 
     /// Every name with A or AAAA records and its addresses, sorted by name (wildcards left
@@ -307,10 +318,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::{wire_key, wire_key_str};
+    use crate::names::wire_key_str;
     use crate::zk::Layout;
     use crate::zk::tree::{NodeState, Tree};
-    use hickory_proto::rr::{Name, RecordType};
+    use hickory_proto::rr::RecordType;
 
     fn tree(nodes: &[(&str, &str)]) -> Tree {
         let l = Layout::new("/z").unwrap();
@@ -380,8 +391,10 @@ mod tests {
         assert_eq!(hosts.len(), 2, "{hosts:?}"); // web and api.prod; not the wildcard
         assert_eq!(hosts[1].0, "web.c.l");
         assert_eq!(hosts[1].1.len(), 2);
-        let rev = wire_key(&Name::from("10.0.0.3".parse::<IpAddr>().unwrap()));
-        assert_eq!(s.reverse(&rev).unwrap().len(), 1);
+        let ptrs: Vec<_> = s
+            .ptrs_of(AddrKey::from("10.0.0.3".parse::<IpAddr>().unwrap()))
+            .collect();
+        assert_eq!(ptrs, [(&key("api.prod.c.l")[..], 5)]); // the default TTL
     }
 
     #[test]

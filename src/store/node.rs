@@ -166,6 +166,38 @@ impl<'a> NodeRef<'a> {
     }
 }
 
+/// Whether an entry gives PTR records to its addresses: a record set does, a wildcard does
+/// not (a wildcard is no name to point at), nor does an empty non-terminal.
+pub fn gives_ptrs(node: &NodeRef<'_>, key: &[u8]) -> bool {
+    node.is_set() && !key.starts_with(b"\x01*")
+}
+
+/// The TTL of the A or AAAA record that holds `addr` (4 or 16 octets), if the entry has one.
+pub fn address_ttl(node: &NodeRef<'_>, addr: &[u8]) -> Option<u32> {
+    let rtype = if addr.len() == 4 {
+        RecordType::A
+    } else {
+        RecordType::AAAA
+    };
+    node.get(rtype)?
+        .iter()
+        .find(|rec| &rec[RR_FIXED..] == addr)
+        .map(|rec| u32::from_be_bytes([rec[4], rec[5], rec[6], rec[7]]))
+}
+
+/// Longest PTR record: the fixed part and a name of at most 255 bytes.
+pub const PTR_RECORD_MAX: usize = RR_FIXED + 255;
+
+/// Writes a PTR record (without owner) pointing at `target`, a wire name, into `buf`.
+pub fn ptr_record<'b>(target: &[u8], ttl: u32, buf: &'b mut [u8; PTR_RECORD_MAX]) -> &'b [u8] {
+    buf[..2].copy_from_slice(&u16::from(RecordType::PTR).to_be_bytes());
+    buf[2..4].copy_from_slice(&1u16.to_be_bytes());
+    buf[4..8].copy_from_slice(&ttl.to_be_bytes());
+    buf[8..10].copy_from_slice(&(target.len() as u16).to_be_bytes());
+    buf[RR_FIXED..RR_FIXED + target.len()].copy_from_slice(target);
+    &buf[..RR_FIXED + target.len()]
+}
+
 /// Encodes one record without owner: `TYPE CLASS TTL RDLENGTH RDATA`.
 pub fn encode_record(rdata: &RData, ttl: u32, out: &mut Vec<u8>) {
     let record = Record::from_rdata(Name::root(), ttl, rdata.clone());

@@ -116,10 +116,30 @@ impl Default for Table {
     }
 }
 
+fn shard_of(hash: u64) -> usize {
+    (hash >> 56) as usize % SHARDS
+}
+
 impl Table {
     fn locate(&self, key: &[u8]) -> (u64, usize) {
-        let hash = self.hasher.hash_one(key);
-        (hash, (hash >> 56) as usize % SHARDS)
+        let hash = self.hash_of(key);
+        (hash, shard_of(hash))
+    }
+
+    /// The hash that places `key`. It stays the same for the life of this table and its
+    /// clones, however entries move, so it can stand for the entry elsewhere.
+    pub fn hash_of(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Every (key, value) whose key has exactly this hash: almost always one or none.
+    pub fn with_hash(&self, hash: u64) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let shard = &self.shards[shard_of(hash)];
+        shard
+            .index
+            .iter_hash(hash)
+            .filter(move |&&off| self.hash_of(shard.key_at(off)) == hash)
+            .map(move |&off| (shard.key_at(off), shard.value_at(off)))
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -227,6 +247,10 @@ mod tests {
         assert_eq!(b.get(&6u32.to_be_bytes()), Some(&6u32.to_le_bytes()[..]));
         assert_eq!((a.len(), b.len()), (4999, 5000));
         assert_eq!(a.iter().count(), 4999);
+        let five = a.hash_of(&5u32.to_be_bytes());
+        let found: Vec<_> = a.with_hash(five).collect();
+        assert_eq!(found, [(&5u32.to_be_bytes()[..], &b"five"[..])]);
+        assert_eq!(a.with_hash(a.hash_of(&6u32.to_be_bytes())).count(), 0);
         let shared = a
             .shards
             .iter()

@@ -235,7 +235,7 @@ impl Sync {
         // hundreds of ms at 100k names: off the runtime's one worker, so TCP and forwarded
         // queries keep being answered meanwhile
         let snapshot = off_the_worker(|| self.tree.snapshot());
-        let names = snapshot.names;
+        let (names, map_bytes) = (snapshot.names, snapshot.heap_bytes());
         self.store.publish(snapshot);
         release_free_memory();
         let c = &self.metrics.counters;
@@ -246,6 +246,7 @@ impl Sync {
             zones = self.tree.zone_count(),
             names,
             bad = self.tree.bad_nodes(),
+            map_bytes,
             "resynced {names} names in {} ms",
             started.elapsed().as_millis()
         );
