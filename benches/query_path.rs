@@ -69,14 +69,16 @@ fn keys(name: impl Fn(usize) -> String) -> Vec<Box<[u8]>> {
     (0..KEYS).map(|k| wire_key_str(&name(k * 9 + 7))).collect()
 }
 
-/// A query packet (ID, RD, one question, EDNS OPT with 1232 bytes) for `name` A.
-fn query(name: &str) -> Vec<u8> {
+/// A query packet (ID, RD, one question, EDNS OPT with 1232 bytes) for `name` and `qtype`.
+fn query_type(name: &str, qtype: u16) -> Vec<u8> {
     let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
     for l in name.split('.') {
         p.push(l.len() as u8);
         p.extend_from_slice(l.as_bytes());
     }
-    p.extend_from_slice(&[0, 0, 1, 0, 1]);
+    p.push(0);
+    p.extend_from_slice(&qtype.to_be_bytes());
+    p.extend_from_slice(&[0, 1]);
     p.extend_from_slice(&[0, 0, 41, 0x04, 0xD0, 0, 0, 0, 0, 0, 0]);
     p
 }
@@ -104,14 +106,37 @@ fn lookups(c: &mut Criterion, snap: &Snapshot) {
 fn answers(c: &mut Criterion, snap: &Snapshot) {
     let mut g = c.benchmark_group("answer_10k");
     let mut out = Vec::with_capacity(1232);
-    for (what, name) in [
+    for (what, qtype, name) in [
         (
             "a_record",
+            1,
             Box::new(|i: usize| format!("{}.{ZONE}", label(i))) as Box<dyn Fn(usize) -> String>,
         ),
-        ("nxdomain", Box::new(|i: usize| format!("nope{i}.{ZONE}"))),
+        (
+            "nxdomain",
+            1,
+            Box::new(|i: usize| format!("nope{i}.{ZONE}")),
+        ),
+        (
+            "ptr",
+            12,
+            // the reverse name of label(i)'s address (see `address`)
+            Box::new(|i: usize| {
+                let v = i + 1;
+                let octet = |shift: usize| (v >> shift) & 255;
+                format!("{}.{}.{}.10.in-addr.arpa", octet(0), octet(8), octet(16))
+            }),
+        ),
     ] {
-        let packets: Vec<Vec<u8>> = (0..KEYS).map(|k| query(&name(k * 9 + 7))).collect();
+        let packets: Vec<Vec<u8>> = (0..KEYS)
+            .map(|k| query_type(&name(k * 9 + 7), qtype))
+            .collect();
+        for packet in &packets {
+            let q = parse_query(packet).expect("a valid query");
+            answer(snap, packet, &q, 1232, AnswerOptions::default(), &mut out);
+            let answers = u16::from_be_bytes([out[6], out[7]]);
+            assert_eq!(answers > 0, what != "nxdomain", "{what}: {answers} answers");
+        }
         let mut i = 0;
         g.bench_function(what, |b| {
             b.iter(|| {

@@ -19,6 +19,7 @@ pub const MAX_CNAME_CHAIN: usize = 12;
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
 const TYPE_ANY: u16 = 255;
+const TYPE_PTR: u16 = 12;
 const TYPE_AXFR: u16 = 252;
 const TYPE_IXFR: u16 = 251;
 const OPT_LEN: usize = 11;
@@ -96,26 +97,34 @@ fn push_rrset(
     }
 }
 
-/// The PTR records of the address that reverse name `key` names, one per name holding it,
-/// rotated like an RRset. Returns whether there were any.
-fn push_ptrs(r: &mut Response<'_>, owner: Owner<'_>, snap: &Snapshot, key: &[u8]) -> bool {
-    let Some(addr) = reverse_addr(key) else {
+/// PTR records, one per name holding an address, rotated like an RRset.
+fn push_ptrs<'s>(
+    r: &mut Response<'_>,
+    owner: Owner<'_>,
+    ptrs: impl Iterator<Item = (&'s [u8], u32)> + Clone,
+) -> bool {
+    let mut buf = [0u8; PTR_RECORD_MAX];
+    let mut probe = ptrs.clone();
+    let Some((target, ttl)) = probe.next() else {
         return false;
     };
-    let n = snap.ptrs_of(addr).count();
-    if n == 0 {
-        return false;
+    if probe.next().is_none() {
+        r.push(1, owner, ptr_record(target, ttl, &mut buf)); // one name: nothing to rotate
+        return true;
     }
-    let start = rotation(n);
-    let mut buf = [0u8; PTR_RECORD_MAX];
-    let ptrs = snap
-        .ptrs_of(addr)
-        .skip(start)
-        .chain(snap.ptrs_of(addr).take(start));
-    for (target, ttl) in ptrs {
+    let start = rotation(ptrs.clone().count());
+    for (target, ttl) in ptrs.clone().skip(start).chain(ptrs.take(start)) {
         r.push(1, owner, ptr_record(target, ttl, &mut buf));
     }
     true
+}
+
+/// The names holding the address that reverse name `key` names, if any does.
+fn ptrs_for<'s>(
+    snap: &'s Snapshot,
+    key: &[u8],
+) -> Option<impl Iterator<Item = (&'s [u8], u32)> + Clone> {
+    snap.ptrs_of(reverse_addr(key)?)
 }
 
 /// The owner of a zone's apex in this message: a pointer into the question when the question
@@ -212,12 +221,12 @@ pub fn answer(
     let mut scratch = [0u8; 257];
     let first = snap.lookup(key, &mut scratch);
     if let Lookup::NotOurs = first {
-        if q.qtype == u16::from(RecordType::PTR)
-            && q.qclass == CLASS_IN
-            && reverse_addr(key).is_some_and(|a| snap.ptrs_of(a).next().is_some())
-        {
+        let ptrs = (q.qtype == TYPE_PTR && q.qclass == CLASS_IN)
+            .then(|| ptrs_for(snap, key))
+            .flatten();
+        if let Some(ptrs) = ptrs {
             if let Some(mut r) = start_answer(out, packet, q, opts) {
-                push_ptrs(&mut r, Owner::Pointer(HEADER_LEN as u16), snap, key);
+                push_ptrs(&mut r, Owner::Pointer(HEADER_LEN as u16), ptrs);
                 finish(r, q, rcode::NOERROR, limit, opts);
             }
             return Outcome::Reply;
@@ -244,7 +253,10 @@ pub fn answer(
         match lookup {
             Lookup::NotOurs => break rcode::NOERROR, // the chain left our zones
             Lookup::NxDomain { zone } => {
-                if qtype == RecordType::PTR && chain == 0 && push_ptrs(&mut r, owner, snap, key) {
+                if qtype == RecordType::PTR
+                    && chain == 0
+                    && ptrs_for(snap, key).is_some_and(|p| push_ptrs(&mut r, owner, p))
+                {
                     break rcode::NOERROR;
                 }
                 r.push(2, apex_owner(key, zone), zone.soa_negative().first());
@@ -278,7 +290,7 @@ pub fn answer(
                     }
                     any = true;
                 } else if qtype == RecordType::PTR && chain == 0 {
-                    any = push_ptrs(&mut r, owner, snap, key);
+                    any = ptrs_for(snap, key).is_some_and(|p| push_ptrs(&mut r, owner, p));
                 }
                 if !any {
                     // NODATA (RFC 2308 §2.2)

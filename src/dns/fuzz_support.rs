@@ -1714,6 +1714,8 @@ mod tests {
             for ip in ips {
                 let mut owners: Vec<(Vec<u8>, u32)> = s
                     .ptrs_of(crate::names::AddrKey::from(ip))
+                    .into_iter()
+                    .flatten()
                     .map(|(name, ttl)| (name.to_vec(), ttl))
                     .collect();
                 owners.sort();

@@ -531,6 +531,8 @@ mod tests {
             let snap = b.snapshot();
             let mut v: Vec<(String, u32)> = snap
                 .ptrs_of(AddrKey::from(ip))
+                .into_iter()
+                .flatten()
                 .map(|(name, ttl)| (crate::names::wire_to_string(name), ttl))
                 .collect();
             v.sort();

@@ -140,13 +140,14 @@ impl Snapshot {
     }
 
     /// The names that hold the address `addr`, each with the TTL of its address record:
-    /// what a PTR answer for the address gives. The reverse table keeps, per address, the
-    /// hash of each such name's key (see [`Table::hash_of`]), 8 bytes where a copy of the
-    /// name would take 30 or more; the names themselves are read from their entries.
-    pub fn ptrs_of(&self, addr: AddrKey) -> impl Iterator<Item = (&[u8], u32)> {
-        let hashes = self.reverse.get(addr.as_bytes()).unwrap_or_default();
+    /// what a PTR answer for the address gives; `None` when no name holds it. The reverse
+    /// table keeps, per address, the hash of each such name's key (see [`Table::hash_of`]),
+    /// 8 bytes where a copy of the name would take 30 or more; the names themselves are read
+    /// from their entries.
+    pub fn ptrs_of(&self, addr: AddrKey) -> Option<impl Iterator<Item = (&[u8], u32)> + Clone> {
+        let hashes = self.reverse.get(addr.as_bytes())?;
         let mut last = None;
-        hashes
+        let ptrs = hashes
             .chunks_exact(8)
             .map(|h| u64::from_le_bytes(h.try_into().expect("8 bytes")))
             // sorted, one copy per name: names that share a hash are all found by its first
@@ -158,7 +159,8 @@ impl Snapshot {
                     return None;
                 }
                 Some((key, node::address_ttl(&node, addr.as_bytes())?))
-            })
+            });
+        Some(ptrs)
     }
 
     /// Every name with A or AAAA records and its addresses, sorted by name (wildcards left
@@ -393,6 +395,7 @@ mod tests {
         assert_eq!(hosts[1].1.len(), 2);
         let ptrs: Vec<_> = s
             .ptrs_of(AddrKey::from("10.0.0.3".parse::<IpAddr>().unwrap()))
+            .unwrap()
             .collect();
         assert_eq!(ptrs, [(&key("api.prod.c.l")[..], 5)]); // the default TTL
     }
