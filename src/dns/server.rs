@@ -280,7 +280,7 @@ pub async fn bind(listen: &[SocketAddr], udp_workers: usize) -> Result<Vec<Liste
             let udp = UdpGroup::bind(addr, udp_workers)
                 .map_err(|source| ServerError::BindUdp { addr, source })?;
             let tcp_addr = udp.local;
-            match TcpListener::bind(tcp_addr).await {
+            match tcp_listener(tcp_addr) {
                 Ok(tcp) => break Listener { udp, tcp },
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempt < attempts => {}
                 Err(source) => {
@@ -294,6 +294,21 @@ pub async fn bind(listen: &[SocketAddr], udp_workers: usize) -> Result<Vec<Liste
         out.push(listener);
     }
     Ok(out)
+}
+
+/// A TCP listener on `addr`; on `[::]` for IPv6 only, so that `0.0.0.0` on the same port can
+/// be listened on too (as for UDP).
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Serves on the bound sockets until `cancel` fires. Then it stops taking queries, lets the

@@ -2,6 +2,8 @@
 //! thread (SO_REUSEPORT, so the kernel spreads clients over them), each thread blocked in
 //! `recvmmsg` and answering every packet of a batch before one `sendmmsg`. Answers come from
 //! the snapshot without a lock or an allocation; only queries to forward go to the runtime.
+//! On a wildcard address (`0.0.0.0`, `::`) each query's destination comes with it
+//! (IP_PKTINFO, IPV6_PKTINFO) and its reply leaves from that address, as a client checks.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
@@ -12,9 +14,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use nix::cmsg_space;
 use nix::errno::Errno;
+use nix::libc;
 use nix::sys::socket::{
-    MsgFlags, MultiHeaders, Shutdown, SockaddrStorage, recvmmsg, sendmmsg, shutdown,
+    ControlMessage, ControlMessageOwned, MsgFlags, MultiHeaders, Shutdown, SockaddrStorage,
+    recvmmsg, sendmmsg, sendmsg, setsockopt, shutdown, sockopt,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::debug;
@@ -39,8 +44,109 @@ fn reuseport_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_port(true)?;
+    if addr.ip().is_unspecified() {
+        if addr.is_ipv6() {
+            setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true)?;
+        } else {
+            setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?;
+        }
+    }
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// The address a query on a wildcard socket came to, which its reply leaves from (with the
+/// interface, which an IPv6 link-local address needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Local {
+    V4(std::net::Ipv4Addr),
+    V6(std::net::Ipv6Addr, u32),
+}
+
+impl Local {
+    fn of(cmsg: ControlMessageOwned) -> Option<Self> {
+        match cmsg {
+            // the local address the kernel routed the packet to (for a broadcast, the
+            // interface's), not the header's destination
+            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                Some(Local::V4(u32::from_be(info.ipi_spec_dst.s_addr).into()))
+            }
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                Some(Local::V6(info.ipi6_addr.s6_addr.into(), info.ipi6_ifindex))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The control message that sends from `local`, built in `space`.
+fn source_cmsg(local: Local, space: &mut Pktinfo) -> ControlMessage<'_> {
+    match local {
+        Local::V4(addr) => {
+            space.v4 = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(addr).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            ControlMessage::Ipv4PacketInfo(&space.v4)
+        }
+        Local::V6(addr, ifindex) => {
+            space.v6 = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: addr.octets(),
+                },
+                ipi6_ifindex: ifindex,
+            };
+            ControlMessage::Ipv6PacketInfo(&space.v6)
+        }
+    }
+}
+
+/// Room for the source of one reply.
+struct Pktinfo {
+    v4: libc::in_pktinfo,
+    v6: libc::in6_pktinfo,
+}
+
+impl Default for Pktinfo {
+    fn default() -> Self {
+        Self {
+            v4: libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr { s_addr: 0 },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            },
+            v6: libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr { s6_addr: [0; 16] },
+                ipi6_ifindex: 0,
+            },
+        }
+    }
+}
+
+/// Sends one reply (a forwarded query's) from `local`, or from the kernel's choice.
+fn send_one(socket: &UdpSocket, reply: &[u8], client: SocketAddr, local: Option<Local>) {
+    let result = match local {
+        None => socket.send_to(reply, client).map(drop),
+        Some(local) => {
+            let mut space = Pktinfo::default();
+            let cmsg = [source_cmsg(local, &mut space)];
+            sendmsg(
+                socket.as_raw_fd(),
+                &[IoSlice::new(reply)],
+                &cmsg,
+                MsgFlags::empty(),
+                Some(&SockaddrStorage::from(client)),
+            )
+            .map(drop)
+            .map_err(io::Error::from)
+        }
+    };
+    if let Err(e) = result {
+        debug!(?client, error = %e, "UDP send failed");
+    }
 }
 
 impl UdpGroup {
@@ -48,8 +154,16 @@ impl UdpGroup {
     /// A plain bind first makes a port that anyone else holds fail as "in use", as SO_REUSEPORT
     /// alone would quietly share it.
     pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Self> {
-        let probe = UdpSocket::bind(addr)?;
-        let local = probe.local_addr()?;
+        let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            // as the sockets proper: `[::]` beside `0.0.0.0` on the same port
+            probe.set_only_v6(true)?;
+        }
+        probe.bind(&addr.into())?;
+        let local = probe
+            .local_addr()?
+            .as_socket()
+            .expect("an IP socket has an IP address");
         drop(probe);
         let sockets = (0..workers.max(1))
             .map(|_| reuseport_socket(local).map(Arc::new))
@@ -105,17 +219,36 @@ fn worker(
 ) {
     let fd = socket.as_raw_fd();
     let shard = handler.metrics.shard(shard);
+    let local_addr = socket.local_addr().ok();
+    let wildcard = local_addr.is_some_and(|a| a.ip().is_unspecified());
+    // room for one packet-info message a packet: received on a wildcard socket, and sent
+    // (exactly this one message, so exactly its size)
+    let (recv_cmsg, send_cmsg) = match local_addr {
+        Some(a) if wildcard && a.is_ipv6() => (
+            Some(cmsg_space!(libc::in6_pktinfo)),
+            Some(cmsg_space!(libc::in6_pktinfo)),
+        ),
+        Some(_) if wildcard => (
+            Some(cmsg_space!(libc::in6_pktinfo)),
+            Some(cmsg_space!(libc::in_pktinfo)),
+        ),
+        _ => (None, None),
+    };
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; MAX_QUERY]).collect();
     let mut outs: Vec<Vec<u8>> = (0..BATCH)
         .map(|_| Vec::with_capacity(EDNS_UDP as usize))
         .collect();
-    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
-    let mut got: [(usize, Option<SockaddrStorage>); BATCH] = [(0, None); BATCH];
-    // (index into outs, client address) of the replies of one batch
-    let mut replies: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, recv_cmsg.clone());
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, send_cmsg);
+    let mut got: [(usize, Option<SockaddrStorage>, Option<Local>); BATCH] =
+        [(0, None, None); BATCH];
+    // (index into outs, client address, address to answer from) of the replies of one batch
+    let mut replies: [(usize, Option<SockaddrStorage>, Option<Local>); BATCH] =
+        [(0, None, None); BATCH];
+    let mut addrs: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
     let mut reply_idx = [0usize; BATCH];
     while !stop.load(Ordering::Relaxed) {
+        let mut lost_cmsg = false;
         let n = {
             let mut it = bufs.iter_mut();
             let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] =
@@ -130,7 +263,14 @@ fn worker(
                 Ok(results) => {
                     let mut n = 0;
                     for (slot, msg) in got.iter_mut().zip(results) {
-                        *slot = (msg.bytes, msg.address);
+                        let local = if wildcard {
+                            let local = msg.cmsgs().ok().and_then(|mut c| c.find_map(Local::of));
+                            lost_cmsg |= local.is_none();
+                            local
+                        } else {
+                            None
+                        };
+                        *slot = (msg.bytes, msg.address, local);
                         n += 1;
                     }
                     n
@@ -142,6 +282,11 @@ fn worker(
                 }
             }
         };
+        if lost_cmsg {
+            // the kernel shrinks a header's control length to what it wrote: start afresh
+            // (those replies leave from the kernel's choice of address)
+            recv_headers = MultiHeaders::preallocate(BATCH, recv_cmsg.clone());
+        }
         if n == 0 {
             continue; // woken by shutdown
         }
@@ -149,7 +294,7 @@ fn worker(
         let snap = handler.store.load();
         let mut k = 0;
         for i in 0..n {
-            let (len, Some(addr)) = got[i] else {
+            let (len, Some(addr), local) = got[i] else {
                 continue;
             };
             let Some(client) = to_socket_addr(&addr) else {
@@ -158,8 +303,7 @@ fn worker(
             let packet = &bufs[i][..len.min(MAX_QUERY)];
             match handler.answer_now(&snap, packet, client.ip(), false, &mut outs[i], shard) {
                 Some(true) => {
-                    replies[k] = Some(addr);
-                    reply_idx[k] = i;
+                    replies[k] = (i, Some(addr), local);
                     k += 1;
                 }
                 Some(false) => {
@@ -168,7 +312,7 @@ fn worker(
                     let socket = socket.clone();
                     runtime.spawn(async move {
                         if let Some(reply) = handler.forward(&packet, false).await {
-                            let _ = socket.send_to(&reply, client);
+                            send_one(&socket, &reply, client, local);
                         }
                     });
                 }
@@ -176,10 +320,54 @@ fn worker(
             }
         }
         drop(snap);
-        send_all(fd, &mut send_headers, &outs, &reply_idx[..k], &replies[..k]);
+        if wildcard {
+            // one sendmmsg per source address (its packet-info goes with every message)
+            replies[..k].sort_unstable_by_key(|r| local_key(r.2));
+        }
+        let mut at = 0;
+        while at < k {
+            let local = replies[at].2;
+            let mut end = at;
+            while end < k && replies[end].2 == local {
+                reply_idx[end - at] = replies[end].0;
+                addrs[end - at] = replies[end].1;
+                end += 1;
+            }
+            let mut space = Pktinfo::default();
+            let cmsg = local.map(|l| source_cmsg(l, &mut space));
+            let cmsgs = cmsg.as_slice();
+            if cmsgs.is_empty() && wildcard {
+                // no destination came with these: send them one by one, from the kernel's
+                // choice (the preallocated headers expect a packet-info message)
+                for j in 0..end - at {
+                    if let Some(client) = addrs[j].as_ref().and_then(to_socket_addr) {
+                        send_one(socket, &outs[reply_idx[j]], client, None);
+                    }
+                }
+            } else {
+                send_all(
+                    fd,
+                    &mut send_headers,
+                    &outs,
+                    &reply_idx[..end - at],
+                    &addrs[..end - at],
+                    cmsgs,
+                );
+            }
+            at = end;
+        }
         if k > 0 {
             shard.latency(started.elapsed(), k as u64);
         }
+    }
+}
+
+/// Orders replies by the address they leave from.
+fn local_key(local: Option<Local>) -> (u8, [u8; 16], u32) {
+    match local {
+        None => (0, [0; 16], 0),
+        Some(Local::V4(a)) => (1, a.to_ipv6_mapped().octets(), 0),
+        Some(Local::V6(a, ifindex)) => (2, a.octets(), ifindex),
     }
 }
 
@@ -190,6 +378,7 @@ fn send_all(
     outs: &[Vec<u8>],
     idx: &[usize],
     addrs: &[Option<SockaddrStorage>],
+    cmsgs: &[ControlMessage<'_>],
 ) {
     let mut start = 0;
     while start < idx.len() {
@@ -203,7 +392,7 @@ fn send_all(
             headers,
             iovs[..count].iter(),
             &addrs[start..],
-            [],
+            cmsgs,
             MsgFlags::empty(),
         ) {
             Ok(results) => {

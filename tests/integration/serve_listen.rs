@@ -49,6 +49,50 @@ async fn every_listen_address_answers_over_udp_and_tcp() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_listeners_answer_from_the_address_asked() {
+    // On a wildcard socket a reply used to leave from the kernel's choice of source address:
+    // a query to 127.0.0.2 was answered from 127.0.0.1, which a client drops ("reply from
+    // unexpected source"); and `[::]` beside `0.0.0.0` on the same port failed to bind, as the
+    // IPv6 sockets took IPv4 too.
+    let zk = ZooKeeper::shared();
+    let root = unique_root();
+    let c = zk.client().await;
+    put_set(&c, &root, "l.test", "web", r#"{"A": ["10.12.0.1"]}"#).await;
+    close_session(c).await;
+    let upstream = Upstream::start();
+    let port = free_dns_port();
+    let listen = format!("0.0.0.0:{port},[::]:{port}");
+    let upstream_arg = upstream.addr().to_string();
+    let _stub = Zkdns::serve_ready(
+        zk,
+        &root,
+        &["--listen", &listen, "--upstream", &upstream_arg],
+    );
+    for ip in ["127.0.0.2", "127.0.0.1", "::1"] {
+        let server = SocketAddr::new(ip.parse().unwrap(), port);
+        for tcp in [false, true] {
+            let opts = QueryOptions {
+                tcp,
+                ..QueryOptions::default()
+            };
+            // the client's UDP socket is connected to `server`: a reply from any other
+            // address never reaches it
+            let m = query_with(server, "web.l.test", RecordType::A, opts);
+            assert_eq!(addresses(&m), vec!["10.12.0.1"], "{server} tcp={tcp}");
+            let m = query_with(server, "www.upstream.test", RecordType::A, opts);
+            assert_eq!(
+                addresses(&m),
+                vec!["192.0.2.80"],
+                "forwarded: {server} tcp={tcp}"
+            );
+        }
+    }
+    let server = SocketAddr::from(([127, 0, 0, 3], port));
+    let out = dig(server, &["web.l.test", "+short"]);
+    assert_eq!(out.trim(), "10.12.0.1", "dig @{server}");
+}
+
 #[test]
 fn port_zero_finds_a_port_free_for_both_udp_and_tcp() {
     // In a namespace of our own the ephemeral range can be two ports, 40000-40001, with TCP
