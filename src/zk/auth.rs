@@ -21,7 +21,8 @@ const MAX_SECRET_FILE: u64 = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum AuthError {
-    #[error("{flag} {path}: {source}")]
+    // the cause follows from `source` (printed once, with the chain)
+    #[error("{flag} {path}")]
     Read {
         flag: &'static str,
         path: PathBuf,

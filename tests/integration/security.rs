@@ -314,6 +314,28 @@ async fn every_command_refuses_exposed_or_ambiguous_credentials() {
             assert!(!out.contains(&secret), "{args:?} shows the secret: {out}");
         }
     }
+    // a missing file: exit 2, naming the flag, the path and the cause once
+    let missing = dir.path().join("missing");
+    let r = run(
+        zkdns_cmd_at(&dead, &root),
+        &["--zk-auth-file", missing.to_str().unwrap(), "ls"],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.text());
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("zkdns: error:"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("--zk-auth-file") && line.contains(missing.to_str().unwrap()),
+        "{line}"
+    );
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "{line}"
+    );
     // --help names the variable but has no flag that takes the secret
     let r = run(zkdns_cmd_at(&dead, &root), &["serve", "--help"], &[]);
     assert!(r.stdout.contains("ZKDNS_ZK_AUTH"), "{}", r.stdout);
