@@ -343,12 +343,10 @@ fn write_in_place(target: &Path, contents: &[u8]) -> io::Result<()> {
 /// Why an update of the file did not happen.
 #[derive(Debug, Error)]
 pub enum UpdateError {
-    #[error("{path}: {source}; fix or remove the zkdns markers (nothing was written)")]
-    Markers {
-        path: String,
-        #[source]
-        source: MarkerError,
-    },
+    // the problem is part of this message, not a `source` (which the error chain would
+    // print a second time)
+    #[error("{path}: {problem}; fix or remove the zkdns markers (nothing was written)")]
+    Markers { path: String, problem: MarkerError },
     #[error("cannot read {path}")]
     Read {
         path: String,
@@ -406,21 +404,22 @@ impl HostsFile {
     /// Checks that the file can be read and has well-formed markers, before any ZooKeeper work.
     fn check(&self) -> Result<(), UpdateError> {
         let text = self.read()?;
-        find_block(&text).map_err(|source| UpdateError::Markers {
-            path: self.shown(),
-            source,
-        })?;
+        find_block(&text).map_err(|problem| self.markers(problem))?;
         Ok(())
+    }
+
+    fn markers(&self, problem: MarkerError) -> UpdateError {
+        UpdateError::Markers {
+            path: self.shown(),
+            problem,
+        }
     }
 
     /// Renders the snapshot into the file as it is now, and writes it if that changes it.
     fn update(&mut self, snapshot: &Snapshot) -> Result<(), UpdateError> {
         let existing = self.read()?;
         let rendered =
-            render(&existing, &snapshot.addresses()).map_err(|source| UpdateError::Markers {
-                path: self.shown(),
-                source,
-            })?;
+            render(&existing, &snapshot.addresses()).map_err(|problem| self.markers(problem))?;
         for name in rendered.rejected {
             if self.warned.insert(name.clone()) {
                 warn!(name = ?name, "left out of the hosts file: not a plain host name");

@@ -187,6 +187,11 @@ async fn malformed_markers_are_refused_and_nothing_is_written() {
             stderr.contains(says) && stderr.contains("nothing was written"),
             "{stderr}"
         );
+        assert_eq!(
+            stderr.matches(says).count(),
+            1,
+            "the problem once: {stderr}"
+        );
         assert_eq!(read(&path), text);
         // the daemon refuses too, before it touches ZooKeeper
         let out = hosts_cmd(&zk.connect_string(), &root, &path, &[])
