@@ -60,17 +60,19 @@ enum RegisterError {
     ZoneGone(String),
     #[error("{0} keeps appearing and disappearing")]
     Churn(String),
-    #[error("ZooKeeper request on {path} failed: {source}")]
+    // `error` is part of the message, not a `source`: on the way out, the error chain would
+    // print it a second time
+    #[error("ZooKeeper request on {path} failed: {error}")]
     Zk {
         path: String,
-        source: zookeeper_client::Error,
+        error: zookeeper_client::Error,
     },
 }
 
 fn zk_error(path: &str) -> impl FnOnce(zookeeper_client::Error) -> RegisterError + '_ {
-    move |source| RegisterError::Zk {
+    move |error| RegisterError::Zk {
         path: path.to_string(),
-        source,
+        error,
     }
 }
 
@@ -616,6 +618,15 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zookeeper_failure_names_its_cause_once() {
+        let failure = Failure::runtime(zk_error("/zkdns/zones")(zookeeper_client::Error::NoAuth));
+        let text = failure.to_string();
+        let cause = zookeeper_client::Error::NoAuth.to_string();
+        assert!(text.contains("/zkdns/zones"), "{text}");
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+    }
 
     #[test]
     fn names_and_services_are_checked() {
