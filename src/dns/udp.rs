@@ -239,14 +239,10 @@ fn worker(
         .map(|_| Vec::with_capacity(EDNS_UDP as usize))
         .collect();
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, recv_cmsg.clone());
-    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, send_cmsg);
+    let mut outbox = Outbox::new(wildcard, send_cmsg);
     let mut got: [(usize, Option<SockaddrStorage>, Option<Local>); BATCH] =
         [(0, None, None); BATCH];
-    // (index into outs, client address, address to answer from) of the replies of one batch
-    let mut replies: [(usize, Option<SockaddrStorage>, Option<Local>); BATCH] =
-        [(0, None, None); BATCH];
-    let mut addrs: [Option<SockaddrStorage>; BATCH] = [None; BATCH];
-    let mut reply_idx = [0usize; BATCH];
+    let mut replies: [Reply; BATCH] = [(0, None, None); BATCH];
     while !stop.load(Ordering::Relaxed) {
         let mut lost_cmsg = false;
         let n = {
@@ -320,44 +316,67 @@ fn worker(
             }
         }
         drop(snap);
-        if wildcard {
-            // one sendmmsg per source address (its packet-info goes with every message)
-            replies[..k].sort_unstable_by_key(|r| local_key(r.2));
-        }
-        let mut at = 0;
-        while at < k {
-            let local = replies[at].2;
-            let mut end = at;
-            while end < k && replies[end].2 == local {
-                reply_idx[end - at] = replies[end].0;
-                addrs[end - at] = replies[end].1;
-                end += 1;
-            }
-            let mut space = Pktinfo::default();
-            let cmsg = local.map(|l| source_cmsg(l, &mut space));
-            let cmsgs = cmsg.as_slice();
-            if cmsgs.is_empty() && wildcard {
-                // no destination came with these: send them one by one, from the kernel's
-                // choice (the preallocated headers expect a packet-info message)
-                for j in 0..end - at {
-                    if let Some(client) = addrs[j].as_ref().and_then(to_socket_addr) {
-                        send_one(socket, &outs[reply_idx[j]], client, None);
-                    }
-                }
-            } else {
-                send_all(
-                    fd,
-                    &mut send_headers,
-                    &outs,
-                    &reply_idx[..end - at],
-                    &addrs[..end - at],
-                    cmsgs,
-                );
-            }
-            at = end;
-        }
+        outbox.send(socket, &outs, &mut replies[..k]);
         if k > 0 {
             shard.latency(started.elapsed(), k as u64);
+        }
+    }
+}
+
+/// One reply of a batch: its buffer (an index into the worker's `outs`), the client, and the
+/// address it leaves from (on a wildcard socket).
+type Reply = (usize, Option<SockaddrStorage>, Option<Local>);
+
+/// What sends a batch's replies, with its headers and scratch kept from batch to batch.
+struct Outbox {
+    wildcard: bool,
+    headers: MultiHeaders<SockaddrStorage>,
+    idx: [usize; BATCH],
+    addrs: [Option<SockaddrStorage>; BATCH],
+}
+
+impl Outbox {
+    /// `cmsg`: room for the one packet-info message every message carries on a wildcard
+    /// socket (exactly its size).
+    fn new(wildcard: bool, cmsg: Option<Vec<u8>>) -> Self {
+        Self {
+            wildcard,
+            headers: MultiHeaders::preallocate(BATCH, cmsg),
+            idx: [0; BATCH],
+            addrs: [None; BATCH],
+        }
+    }
+
+    /// Sends `replies`: in one `sendmmsg`, or on a wildcard socket one per source address
+    /// (a call's control messages go with each of its messages).
+    fn send(&mut self, socket: &UdpSocket, outs: &[Vec<u8>], replies: &mut [Reply]) {
+        if self.wildcard {
+            replies.sort_unstable_by_key(|r| local_key(r.2));
+        }
+        for group in replies.chunk_by(|a, b| a.2 == b.2) {
+            for (j, r) in group.iter().enumerate() {
+                self.idx[j] = r.0;
+                self.addrs[j] = r.1;
+            }
+            let (idx, addrs) = (&self.idx[..group.len()], &self.addrs[..group.len()]);
+            let fd = socket.as_raw_fd();
+            match group[0].2 {
+                Some(local) => {
+                    let mut space = Pktinfo::default();
+                    let cmsg = [source_cmsg(local, &mut space)];
+                    send_all(fd, &mut self.headers, outs, idx, addrs, &cmsg);
+                }
+                // no destination came with these (the headers expect a packet-info
+                // message): one by one, from the kernel's choice of address
+                None if self.wildcard => {
+                    for &(i, addr, _) in group {
+                        if let Some(client) = addr.as_ref().and_then(to_socket_addr) {
+                            send_one(socket, &outs[i], client, None);
+                        }
+                    }
+                }
+                None => send_all(fd, &mut self.headers, outs, idx, addrs, &[]),
+            }
         }
     }
 }
