@@ -125,6 +125,8 @@ ctx_switches() {
     | awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
 }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# the anonymous part of it (heap, stacks): what is the process's own, not shared code pages
+rss_anon_kb() { awk '/^RssAnon:/ { print $2 }' "/proc/$1/status"; }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 

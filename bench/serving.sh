@@ -52,6 +52,7 @@ part_serving() {
       kill -0 "${pid[$s]}" 2>/dev/null || { tail -5 "$RUN/$s-$n/log" >&2; die "$s exited"; }
       printf '%s\t%s\t0\tload_ms\t%s\n' "$n" "$s" "$ms" >>"$tsv"
       printf '%s\t%s\t0\trss_kb\t%s\n' "$n" "$s" "$(rss_kb "${pid[$s]}")" >>"$tsv"
+      printf '%s\t%s\t0\trss_anon_kb\t%s\n' "$n" "$s" "$(rss_anon_kb "${pid[$s]}")" >>"$tsv"
       log "  $s: answering after $ms ms, RSS $(($(rss_kb "${pid[$s]}") / 1024)) MiB"
       # warm-up: first-touch of pages and caches
       dnsperf_run "${port[$s]}" "$dir/queries.txt" 1 20000 "$RUN/warmup-$s-$n.txt"
