@@ -186,6 +186,38 @@ fn changes(c: &mut Criterion) {
     g.finish();
 }
 
+/// One member of a set with 10,000 members changing its address: the set is encoded again
+/// (once per batch of events; here every event is its own batch).
+fn members(c: &mut Criterion) {
+    const MEMBERS: usize = 10_000;
+    let layout = Layout::new("/b").expect("a valid root");
+    let base = format!("/b/zones/{ZONE}");
+    let mut all = vec![
+        (base.clone(), node(String::new(), 1)),
+        (format!("{base}/svc"), node(String::new(), 1)),
+    ];
+    all.extend((0..MEMBERS).map(|i| (format!("{base}/svc/m{i}"), node(address(i, 0), 1))));
+    let mut tree = build(&layout, &all);
+    let path = format!("{base}/svc/m{}", MEMBERS / 2);
+    let mut version = 1;
+    let mut g = c.benchmark_group("members_10k");
+    g.sample_size(20);
+    g.bench_function("one_member_event", |b| {
+        b.iter_batched(
+            || {
+                version += 1;
+                node(address(MEMBERS + version as usize, 0), version)
+            },
+            |state| {
+                tree.apply(&layout, &path, Some(&state));
+                black_box(tree.snapshot().names)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 /// What the query path adds per query for its metrics: a count by type, a count by RCODE, and
 /// its share of a batch's latency sample (one per batch of `BATCH` answers).
 fn metrics(c: &mut Criterion) {
@@ -213,6 +245,7 @@ fn query_path(c: &mut Criterion) {
     lookups(c, &snap);
     answers(c, &snap);
     changes(c);
+    members(c);
     metrics(c);
 }
 

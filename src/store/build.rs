@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{RData, RecordType};
 
@@ -276,8 +277,8 @@ impl Builder {
         let new_addrs = ptr_addresses(&node, key);
         // only the addresses that came or went change (a set with thousands of members
         // changes one address per event); TTLs are read from the entry when answering
-        let old_set: HashSet<IpAddr> = old_addrs.iter().copied().collect();
-        let new_set: HashSet<IpAddr> = new_addrs.iter().copied().collect();
+        let old_set: HashSet<IpAddr, RandomState> = old_addrs.iter().copied().collect();
+        let new_set: HashSet<IpAddr, RandomState> = new_addrs.iter().copied().collect();
         for ip in old_addrs.iter().filter(|ip| !new_set.contains(ip)) {
             self.ptr_change(*ip, key, false);
         }

@@ -4,9 +4,11 @@
 //! copies them straight into the response.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 
+use foldhash::fast::RandomState;
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SRV, TXT};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use crate::records::RecordData;
@@ -214,20 +216,36 @@ pub fn encode_rrset(rtype: RecordType, rdatas: &[RData], ttl: u32, out: &mut Vec
     out.extend_from_slice(&u16::from(rtype).to_le_bytes());
     out.extend_from_slice(&[0; 6]);
     // one record per distinct value, first one kept: members may repeat an address; and no
-    // more than the 16-bit count holds (far past what one message carries anyway)
-    let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(rdatas.len());
+    // more than the 16-bit count holds (far past what one message carries anyway). Addresses,
+    // by far the most records (a set with thousands of members has thousands), are written
+    // directly; the rest through hickory's encoder.
+    let mut seen_addrs: HashSet<IpAddr, RandomState> = HashSet::default();
+    let mut seen: HashSet<Vec<u8>, RandomState> = HashSet::default();
     let mut rec = Vec::with_capacity(64);
     let mut count = 0u16;
     for r in rdatas {
         if count == u16::MAX {
             break;
         }
-        rec.clear();
-        encode_record(r, ttl, &mut rec);
-        if seen.insert(rec.clone()) {
-            out.extend_from_slice(&rec);
-            count += 1;
-        }
+        let fresh = match r {
+            RData::A(a) => seen_addrs
+                .insert(IpAddr::V4(a.0))
+                .then(|| address_record(RecordType::A, ttl, &a.0.octets(), out)),
+            RData::AAAA(a) => seen_addrs
+                .insert(IpAddr::V6(a.0))
+                .then(|| address_record(RecordType::AAAA, ttl, &a.0.octets(), out)),
+            _ => {
+                rec.clear();
+                encode_record(r, ttl, &mut rec);
+                let fresh = !seen.contains(&rec);
+                if fresh {
+                    out.extend_from_slice(&rec);
+                    seen.insert(rec.clone());
+                }
+                fresh.then_some(())
+            }
+        };
+        count += u16::from(fresh.is_some());
     }
     if count == 0 {
         out.truncate(head);
@@ -236,6 +254,15 @@ pub fn encode_rrset(rtype: RecordType, rdatas: &[RData], ttl: u32, out: &mut Vec
     let len = (out.len() - head - RRSET_HEADER) as u32;
     out[head..head + RRSET_HEADER].copy_from_slice(&rrset_header(rtype, count, len));
     true
+}
+
+/// Appends an A or AAAA record (without owner), as [`encode_record`] would write it.
+fn address_record(rtype: RecordType, ttl: u32, octets: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&u16::from(rtype).to_be_bytes());
+    out.extend_from_slice(&u16::from(DNSClass::IN).to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(octets.len() as u16).to_be_bytes());
+    out.extend_from_slice(octets);
 }
 
 /// An RRset's header: type, number of records, and their length in bytes (what
@@ -358,6 +385,29 @@ pub fn decode_data(node: &NodeRef<'_>) -> RecordData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_hickory_writes_them() {
+        let rdatas = [
+            RData::A(A("10.0.0.1".parse().unwrap())),
+            RData::AAAA(AAAA("fd00::1".parse().unwrap())),
+            RData::A(A("10.0.0.1".parse().unwrap())),
+            RData::A(A("10.0.0.2".parse().unwrap())),
+        ];
+        let mut fast = Vec::new();
+        assert!(encode_rrset(RecordType::A, &rdatas, 77, &mut fast));
+        let mut want = Vec::new();
+        for r in [&rdatas[0], &rdatas[1], &rdatas[3]] {
+            encode_record(r, 77, &mut want);
+        }
+        let (set, len) = RrSetRef::parse(&fast);
+        assert_eq!(
+            (set.count, len),
+            (3, fast.len()),
+            "the repeated address once"
+        );
+        assert_eq!(set.records, &want[..]);
+    }
 
     #[test]
     fn entries_round_trip() {
