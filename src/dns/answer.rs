@@ -11,7 +11,7 @@ use hickory_proto::rr::RecordType;
 use crate::dns::wire::{HEADER_LEN, OPCODE_QUERY, Owner, Query, Reject, Response, rcode};
 use crate::names::{label_offsets, reverse_addr};
 use crate::store::node::{PTR_RECORD_MAX, ptr_record};
-use crate::store::{Lookup, RrSetRef, Snapshot, ZoneSnap};
+use crate::store::{Holders, Lookup, RrSetRef, Snapshot, ZoneSnap};
 
 /// Longest CNAME chain followed before the answer is cut (as resolvers do).
 pub const MAX_CNAME_CHAIN: usize = 12;
@@ -97,34 +97,25 @@ fn push_rrset(
     }
 }
 
-/// PTR records, one per name holding an address, rotated like an RRset.
-fn push_ptrs<'s>(
-    r: &mut Response<'_>,
-    owner: Owner<'_>,
-    ptrs: impl Iterator<Item = (&'s [u8], u32)> + Clone,
-) -> bool {
+/// PTR records, one per name holding an address, rotated like an RRset, until the message
+/// is full (an address that thousands of names hold costs no more than a full message).
+/// Returns whether any was written.
+fn push_ptrs(r: &mut Response<'_>, owner: Owner<'_>, holders: Holders<'_>) -> bool {
     let mut buf = [0u8; PTR_RECORD_MAX];
-    let mut probe = ptrs.clone();
-    let Some((target, ttl)) = probe.next() else {
-        return false;
-    };
-    if probe.next().is_none() {
-        r.push(1, owner, ptr_record(target, ttl, &mut buf)); // one name: nothing to rotate
-        return true;
-    }
-    let start = rotation(ptrs.clone().count());
-    for (target, ttl) in ptrs.clone().skip(start).chain(ptrs.take(start)) {
+    let mut any = false;
+    for (target, ttl) in holders.iter(rotation(holders.len())) {
+        if r.is_full() {
+            break;
+        }
         r.push(1, owner, ptr_record(target, ttl, &mut buf));
+        any = true;
     }
-    true
+    any
 }
 
 /// The names holding the address that reverse name `key` names, if any does.
-fn ptrs_for<'s>(
-    snap: &'s Snapshot,
-    key: &[u8],
-) -> Option<impl Iterator<Item = (&'s [u8], u32)> + Clone> {
-    snap.ptrs_of(reverse_addr(key)?)
+fn holders_of<'s>(snap: &'s Snapshot, key: &[u8]) -> Option<Holders<'s>> {
+    snap.holders(reverse_addr(key)?)
 }
 
 /// The owner of a zone's apex in this message: a pointer into the question when the question
@@ -221,12 +212,12 @@ pub fn answer(
     let mut scratch = [0u8; 257];
     let first = snap.lookup(key, &mut scratch);
     if let Lookup::NotOurs = first {
-        let ptrs = (q.qtype == TYPE_PTR && q.qclass == CLASS_IN)
-            .then(|| ptrs_for(snap, key))
+        let holders = (q.qtype == TYPE_PTR && q.qclass == CLASS_IN)
+            .then(|| holders_of(snap, key))
             .flatten();
-        if let Some(ptrs) = ptrs {
+        if let Some(holders) = holders {
             if let Some(mut r) = start_answer(out, packet, q, opts) {
-                push_ptrs(&mut r, Owner::Pointer(HEADER_LEN as u16), ptrs);
+                push_ptrs(&mut r, Owner::Pointer(HEADER_LEN as u16), holders);
                 finish(r, q, rcode::NOERROR, limit, opts);
             }
             return Outcome::Reply;
@@ -255,7 +246,7 @@ pub fn answer(
             Lookup::NxDomain { zone } => {
                 if qtype == RecordType::PTR
                     && chain == 0
-                    && ptrs_for(snap, key).is_some_and(|p| push_ptrs(&mut r, owner, p))
+                    && holders_of(snap, key).is_some_and(|h| push_ptrs(&mut r, owner, h))
                 {
                     break rcode::NOERROR;
                 }
@@ -290,7 +281,7 @@ pub fn answer(
                     }
                     any = true;
                 } else if qtype == RecordType::PTR && chain == 0 {
-                    any = ptrs_for(snap, key).is_some_and(|p| push_ptrs(&mut r, owner, p));
+                    any = holders_of(snap, key).is_some_and(|h| push_ptrs(&mut r, owner, h));
                 }
                 if !any {
                     // NODATA (RFC 2308 §2.2)

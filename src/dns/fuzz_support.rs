@@ -1713,11 +1713,9 @@ mod tests {
         for (name, ips) in s.addresses() {
             for ip in ips {
                 let mut owners: Vec<(Vec<u8>, u32)> = s
-                    .ptrs_of(crate::names::AddrKey::from(ip))
-                    .into_iter()
-                    .flatten()
-                    .map(|(name, ttl)| (name.to_vec(), ttl))
-                    .collect();
+                    .holders(crate::names::AddrKey::from(ip))
+                    .map(|h| h.iter(0).map(|(name, ttl)| (name.to_vec(), ttl)).collect())
+                    .unwrap_or_default();
                 owners.sort();
                 out.push(format!("{name} {ip} {owners:?}"));
             }

@@ -309,7 +309,7 @@ impl<'b> Response<'b> {
     pub fn push(&mut self, section: usize, owner: Owner<'_>, record: &[u8]) {
         // Past the largest message any transport takes, more records only cost time (a name
         // with 100k members) and would overflow the 16-bit counts; finish() cuts it anyway.
-        if self.buf.len() > u16::MAX as usize {
+        if self.is_full() {
             return;
         }
         match owner {
@@ -325,6 +325,11 @@ impl<'b> Response<'b> {
             }
         }
         self.counts[section] += 1;
+    }
+
+    /// Past the largest message any transport takes: further records are not written.
+    pub fn is_full(&self) -> bool {
+        self.buf.len() > u16::MAX as usize
     }
 
     /// A mark to roll back to, e.g. when the additional section does not fit.

@@ -531,11 +531,13 @@ mod tests {
         let ptrs = |b: &Builder| {
             let snap = b.snapshot();
             let mut v: Vec<(String, u32)> = snap
-                .ptrs_of(AddrKey::from(ip))
-                .into_iter()
-                .flatten()
-                .map(|(name, ttl)| (crate::names::wire_to_string(name), ttl))
-                .collect();
+                .holders(AddrKey::from(ip))
+                .map(|h| {
+                    h.iter(0)
+                        .map(|(name, ttl)| (crate::names::wire_to_string(name), ttl))
+                        .collect()
+                })
+                .unwrap_or_default();
             v.sort();
             v
         };
@@ -556,5 +558,30 @@ mod tests {
         b.put_set(&c, &rel("api"), &at(Some(90), &["10.0.0.2"]));
         assert_eq!(ptrs(&b), []);
         assert_eq!(b.snapshot().reverse.len(), 1, "10.0.0.2 only");
+    }
+
+    #[test]
+    fn holders_rotate_without_losing_any() {
+        let mut b = Builder::new();
+        add(&mut b, "c.l").unwrap();
+        let c = zone("c.l");
+        let data = RecordData {
+            a: vec!["10.0.0.9".parse().unwrap()],
+            ..Default::default()
+        };
+        for name in ["a", "b", "c", "d"] {
+            b.put_set(&c, &RelName::from_znode(name, &c).unwrap(), &data);
+        }
+        let snap = b.snapshot();
+        let holders = snap.holders(AddrKey::from(IpAddr::V4(data.a[0]))).unwrap();
+        assert_eq!(holders.len(), 4);
+        let names =
+            |start| -> Vec<Vec<u8>> { holders.iter(start).map(|(n, _)| n.to_vec()).collect() };
+        let first = names(0);
+        for start in 1..6 {
+            let mut want = first.clone();
+            want.rotate_left(start % 4);
+            assert_eq!(names(start), want, "from {start}");
+        }
     }
 }

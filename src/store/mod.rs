@@ -139,28 +139,14 @@ impl Snapshot {
         Lookup::NxDomain { zone }
     }
 
-    /// The names that hold the address `addr`, each with the TTL of its address record:
-    /// what a PTR answer for the address gives; `None` when no name holds it. The reverse
-    /// table keeps, per address, the hash of each such name's key (see [`Table::hash_of`]),
-    /// 8 bytes where a copy of the name would take 30 or more; the names themselves are read
-    /// from their entries.
-    pub fn ptrs_of(&self, addr: AddrKey) -> Option<impl Iterator<Item = (&[u8], u32)> + Clone> {
-        let hashes = self.reverse.get(addr.as_bytes())?;
-        let mut last = None;
-        let ptrs = hashes
-            .chunks_exact(8)
-            .map(|h| u64::from_le_bytes(h.try_into().expect("8 bytes")))
-            // sorted, one copy per name: names that share a hash are all found by its first
-            .filter(move |&h| last.replace(h) != Some(h))
-            .flat_map(|h| self.nodes.with_hash(h))
-            .filter_map(move |(key, value)| {
-                let node = NodeRef::parse(value);
-                if !node::gives_ptrs(&node, key) {
-                    return None;
-                }
-                Some((key, node::address_ttl(&node, addr.as_bytes())?))
-            });
-        Some(ptrs)
+    /// The names that hold the address `addr` (what a PTR answer for it gives); `None` when
+    /// no name does.
+    pub fn holders(&self, addr: AddrKey) -> Option<Holders<'_>> {
+        Some(Holders {
+            nodes: &self.nodes,
+            hashes: self.reverse.get(addr.as_bytes())?,
+            addr,
+        })
     }
 
     /// Every name with A or AAAA records and its addresses, sorted by name (wildcards left
@@ -197,6 +183,49 @@ impl Snapshot {
     /// Bytes held by the name and reverse tables.
     pub fn heap_bytes(&self) -> usize {
         self.nodes.heap_bytes() + self.reverse.heap_bytes()
+    }
+}
+
+/// The names holding one address. The reverse table keeps, per address, the sorted hashes of
+/// their keys (see `Table::hash_of`), 8 bytes a name where a copy of the name would take 30
+/// or more; the names themselves are read from their entries.
+pub struct Holders<'a> {
+    nodes: &'a Table,
+    hashes: &'a [u8],
+    addr: AddrKey,
+}
+
+impl<'a> Holders<'a> {
+    /// How many names (each once, unless two share a hash).
+    pub fn len(&self) -> usize {
+        self.hashes.len() / 8
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.hashes.is_empty()
+    }
+
+    fn hash(&self, i: usize) -> u64 {
+        u64::from_le_bytes(self.hashes[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+    }
+
+    /// The names, each with the TTL of its address record, from the `start`-th on and then
+    /// around (a rotation costs nothing: the skipped names are not looked up).
+    pub fn iter(&self, start: usize) -> impl Iterator<Item = (&'a [u8], u32)> + '_ {
+        let n = self.len();
+        let start = if n == 0 { 0 } else { start % n };
+        (start..n)
+            .chain(0..start)
+            // one copy per name: names that share a hash are all found by its first copy
+            .filter(move |&i| i == 0 || self.hash(i - 1) != self.hash(i))
+            .flat_map(move |i| self.nodes.with_hash(self.hash(i)))
+            .filter_map(move |(key, value)| {
+                let node = NodeRef::parse(value);
+                if !node::gives_ptrs(&node, key) {
+                    return None;
+                }
+                Some((key, node::address_ttl(&node, self.addr.as_bytes())?))
+            })
     }
 }
 
@@ -393,10 +422,8 @@ mod tests {
         assert_eq!(hosts.len(), 2, "{hosts:?}"); // web and api.prod; not the wildcard
         assert_eq!(hosts[1].0, "web.c.l");
         assert_eq!(hosts[1].1.len(), 2);
-        let ptrs: Vec<_> = s
-            .ptrs_of(AddrKey::from("10.0.0.3".parse::<IpAddr>().unwrap()))
-            .unwrap()
-            .collect();
+        let holders = s.holders(AddrKey::from("10.0.0.3".parse::<IpAddr>().unwrap()));
+        let ptrs: Vec<_> = holders.unwrap().iter(0).collect();
         assert_eq!(ptrs, [(&key("api.prod.c.l")[..], 5)]); // the default TTL
     }
 

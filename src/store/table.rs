@@ -133,7 +133,7 @@ impl Table {
     }
 
     /// Every (key, value) whose key has exactly this hash: almost always one or none.
-    pub fn with_hash(&self, hash: u64) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    pub fn with_hash(&self, hash: u64) -> impl Iterator<Item = (&[u8], &[u8])> {
         let shard = &self.shards[shard_of(hash)];
         shard
             .index
