@@ -6,7 +6,6 @@ mod types;
 mod watch;
 mod xid;
 
-use std::pin::pin;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
@@ -45,6 +44,11 @@ use crate::tls::TlsOptions;
 
 pub const PASSWORD_LEN: usize = 16;
 pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// zkdns patch: the receive buffer's capacity when a session starts, and the most it keeps
+/// once a reply has been consumed.
+pub const RECV_BUFFER_INITIAL: usize = 4096;
+const RECV_BUFFER_RETAINED: usize = 64 * 1024;
 
 #[derive(Default)]
 pub struct Builder {
@@ -482,6 +486,11 @@ impl Session {
         }
         let consumed_bytes = recved.len() - reading.len();
         recved.drain(..consumed_bytes);
+        // zkdns patch: a large reply (the children of a node with many) grows the buffer;
+        // hand the memory back once it is consumed rather than keeping it for the session.
+        if recved.is_empty() && recved.capacity() > RECV_BUFFER_RETAINED {
+            recved.shrink_to(RECV_BUFFER_INITIAL);
+        }
         self.last_recv = Instant::now();
         Ok(())
     }
@@ -494,7 +503,8 @@ impl Session {
     ) -> Result<(), Error> {
         let mut pinged = false;
         let (mut reader, mut writer) = conn.split();
-        let mut tick = pin!(Timer::interval(self.tick_timeout));
+        // zkdns patch: wake at the receive deadline, not every tick (see `next_deadline`)
+        let mut tick = Timer::at(self.last_recv + self.connector.timeout());
         while !(self.session_state.is_connected() && depot.is_empty()) {
             select! {
                 r = reader.read_to_buf(buf) => match r.map_err(Error::other)? {
@@ -505,10 +515,11 @@ impl Session {
                     r?;
                     self.last_send = Instant::now();
                 },
-                now = tick.as_mut() => {
+                now = &mut tick => {
                     if now >= self.last_recv + self.connector.timeout() {
                         return Err(Error::with_message(format!("no response from connection in {}ms", self.connector.timeout().as_millis())));
                     }
+                    tick.set_at(self.last_recv + self.connector.timeout());
                 },
             }
             if self.session_state.is_connected() && !pinged {
@@ -540,7 +551,9 @@ impl Session {
         self.sasl_session.take();
         let mut seek_for_writable =
             if self.session.readonly { Some(self.connector.clone().seek_for_writable(endpoints)) } else { None };
-        let mut tick = pin!(Timer::interval(self.tick_timeout));
+        // zkdns patch: one timer at the next deadline instead of a periodic tick
+        let mut armed = self.next_deadline(Instant::now());
+        let mut tick = Timer::at(armed);
         let mut err = None;
         let mut channel_halted = false;
         depot.start();
@@ -574,18 +587,46 @@ impl Session {
                         self.watch_manager.remove_watcher(id, responser, depot);
                     }
                 },
-                now = tick.as_mut() => {
+                now = &mut tick => {
                     if now >= self.last_recv + self.connector.timeout() {
                         return Err(Error::with_message(format!("no response from connection in {}ms", self.connector.timeout().as_millis())));
                     }
-                    if self.last_ping.is_none() && now >= self.last_send + self.ping_timeout {
+                    // a timer set from a ping's queueing fires a little before the time counted
+                    // from its write: early by a fraction is as good as due
+                    if self.last_ping.is_none() && now + self.ping_timeout / 8 >= self.last_send + self.ping_timeout {
                         self.send_ping(depot, now);
                     }
+                    armed = self.next_deadline(now);
+                    tick.set_at(armed);
                 },
+            }
+            // Sends and receives move the deadlines later (the timer then fires early and is
+            // set again), but setting the timer costs the reactor thread a wakeup, so it is
+            // only brought forward when it would be late.
+            let deadline = self.next_deadline(Instant::now());
+            if deadline < armed {
+                armed = deadline;
+                tick.set_at(armed);
             }
         }
         writer.flush().await.map_err(Error::other)?;
         Err(err.unwrap_or(Error::ClientClosed))
+    }
+
+    /// zkdns patch: when the session loop has to act next without news from the server: give
+    /// up on a connection silent for the connection timeout, or ping one quiet for the ping
+    /// timeout. The loop sleeps until then, so an idle session wakes once per ping instead of
+    /// every tick (an eighth of the connection timeout). While a ping is outstanding, the
+    /// time the next one would be due still counts until it has passed: its reply normally
+    /// comes first, and the timer then needs no setting again.
+    fn next_deadline(&self, now: Instant) -> Instant {
+        let silent = self.last_recv + self.connector.timeout();
+        let ping = self.last_send + self.ping_timeout;
+        if self.last_ping.is_some() && ping <= now {
+            silent
+        } else {
+            silent.min(ping)
+        }
     }
 
     fn send_ping(&mut self, depot: &mut Depot, now: Instant) {
