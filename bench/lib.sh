@@ -287,6 +287,10 @@ zone_path = "zone.zone"
 EOF
       SRV_CMD=("$HICKORY" -q -c "$conf/named.toml" -z "$dir" -p "$port")
       ;;
+    floor)
+      # the bare loop (bench/tool/src/floor.rs): a reference, not a peer
+      SRV_CMD=("$TOOL" floor --listen "127.0.0.1:$port" --names "$dir/names.tsv")
+      ;;
     *) die "unknown server $name" ;;
   esac
 }

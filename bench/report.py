@@ -26,7 +26,10 @@ PEER_NAMES = {
     "dnsmasq": "dnsmasq",
     "hickory": "hickory-dns",
     "zkdns": "zkdns",
+    "floor": "bare loop (reference)",
 }
+# Measured beside the peers, never one of them: bench/tool/src/floor.rs.
+REFERENCE = "floor"
 
 
 def rows(path):
@@ -104,7 +107,8 @@ def serving(results):
     for size in sorted(data):
         by = data[size]
         m = {s: {k: med(v) for k, v in metrics.items()} for s, metrics in by.items()}
-        order = ["zkdns"] + sorted(s for s in m if s != "zkdns")
+        order = ["zkdns"] + sorted(s for s in m if s not in ("zkdns", REFERENCE))
+        order += [REFERENCE] if REFERENCE in m else []
         lines += [
             f"### {size:,} names",
             "",
@@ -136,7 +140,7 @@ def serving(results):
             "every process running the same binary shares.",
             "",
         ]
-        peers = [s for s in m if s != "zkdns"]
+        peers = [s for s in m if s not in ("zkdns", REFERENCE)]
         z = m.get("zkdns")
         if not z or not peers:
             lines += ["(no zkdns or no peer: no ratios)", ""]
@@ -163,6 +167,16 @@ def serving(results):
                 f"{ratio('max_qps')} | {ratio('rss_kb')} | {ratio('rss_anon_kb')} |"
             )
         lines.append("")
+        floor = m.get(REFERENCE, {}).get("cpu_us")
+        if floor and cpu_best is not None:
+            lines += [
+                f"The bare loop (one thread in recvmmsg/sendmmsg answering from a hash map, no "
+                f"other DNS work) used {floor:.2f} µs a query at "
+                f"{fmt(m[REFERENCE].get('latency_us'), 0)} µs latency: zkdns {z['cpu_us'] / floor:.2f}× "
+                f"of it, the best peer ({PEER_NAMES[cpu_peer]}) {cpu_best / floor:.2f}×. "
+                f"0.8× the best peer is {0.8 * cpu_best:.2f} µs = {0.8 * cpu_best / floor:.2f}× the bare loop.",
+                "",
+            ]
         if cpu_best is not None and lat_best is not None:
             r = z["cpu_us"] / cpu_best
             ok = r <= 0.8 and z["latency_us"] <= lat_best

@@ -13,7 +13,7 @@
 # to bench/results/latest.md.
 #
 # Environment: BENCH_REPS (3), BENCH_FIXED_SECS, BENCH_MAX_SECS, BENCH_RATE (40000),
-# BENCH_SIZES ("10000 100000"), BENCH_SERVERS ("zkdns knot unbound dnsmasq hickory"),
+# BENCH_SIZES ("10000 100000"), BENCH_SERVERS ("zkdns knot unbound dnsmasq hickory floor"),
 # BENCH_NO_HICKORY=1 to skip building hickory-dns.
 set -euo pipefail
 

@@ -1,12 +1,13 @@
 # Part 1, serving: zkdns and its peers serving the same A records, each pinned to core 0 and
-# dnsperf to core 1. Per server and set size: CPU per answered query and average latency at a
-# fixed rate, the most answered queries per second, and memory after loading. Every
-# measurement is repeated (interleaved across servers, so drift hits all alike) and the
-# median kept. Sourced by run.sh.
+# dnsperf to core 1, beside the bare loop (bench/tool/src/floor.rs: the CPU floor of a UDP
+# server on this machine, a reference and not a peer). Per server and set size: CPU per
+# answered query and average latency at a fixed rate, the most answered queries per second,
+# and memory after loading. Every measurement is repeated (interleaved across servers, so
+# drift hits all alike) and the median kept. Sourced by run.sh.
 
 serving_servers() {
   local s out=()
-  for s in ${BENCH_SERVERS:-zkdns knot unbound dnsmasq hickory}; do
+  for s in ${BENCH_SERVERS:-zkdns knot unbound dnsmasq hickory floor}; do
     if [ "$s" = hickory ] && ! build_hickory; then
       echo "hickory	skipped	hickory-dns could not be built" >>"$RUN/serving.tsv"
       continue

@@ -5,6 +5,7 @@
 mod child;
 mod coldstart;
 mod dns;
+mod floor;
 mod hosts;
 mod propagation;
 mod proxy;
@@ -36,6 +37,8 @@ enum Cmd {
     Resync(resync::Args),
     /// `zkdns hosts` under single changes and bursts
     Hosts(hosts::Args),
+    /// The bare loop: a reference UDP server with next to no DNS work (the CPU floor)
+    Floor(floor::Args),
 }
 
 // One thread for the runtime: children are started from it, and their parent-death signal
@@ -48,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Propagation(a) => propagation::run(a).await,
         Cmd::Resync(a) => resync::run(a).await,
         Cmd::Hosts(a) => hosts::run(a).await,
+        Cmd::Floor(a) => floor::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
