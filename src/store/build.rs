@@ -15,6 +15,7 @@ use super::node::{
     FLAG_NAME, FLAG_SET, NodeRef, decode_data, encode_node, encode_rrset, gives_ptrs, rrsets_of,
     with_below,
 };
+use super::table::Table;
 use super::{Snapshot, ZoneSnap, unix_now};
 use crate::names::{AddrKey, RelName, ZoneName, label_offsets, wire_key_str};
 use crate::records::{RecordData, ZoneSettings};
@@ -101,8 +102,7 @@ impl Builder {
 
     /// Gives back spare capacity after a full build.
     pub fn shrink_to_fit(&mut self) {
-        self.snap.nodes.shrink_to_fit();
-        self.snap.reverse.shrink_to_fit();
+        Table::pack(&mut [&mut self.snap.nodes, &mut self.snap.reverse]);
     }
 
     /// The current snapshot; shares all unchanged data with the builder.
