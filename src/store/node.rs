@@ -1,5 +1,6 @@
 //! The byte layout of a name's entry in the snapshot, and views over it. An entry is a small
-//! header (zone, flags, number of record sets below it) followed by its RRsets, each a header
+//! header (zone, flags, number of RRsets, and the number of record sets below the name when
+//! there are any: most names are leaves) followed by its RRsets, each a header
 //! and its records in wire format without owner (`TYPE CLASS TTL RDLENGTH RDATA`), so an answer
 //! copies them straight into the response.
 
@@ -17,7 +18,10 @@ use crate::records::RecordData;
 pub const FLAG_SET: u8 = 1;
 /// The record set has data of its own (counted as a name in metrics).
 pub const FLAG_NAME: u8 = 2;
-const NODE_HEADER: usize = 8;
+/// The header carries the count of record sets below the name (absent: none).
+const FLAG_BELOW: u8 = 4;
+/// Zone (2 bytes), flags, number of RRsets; then the count below (4 bytes) with `FLAG_BELOW`.
+const NODE_HEADER: usize = 4;
 const RRSET_HEADER: usize = 8;
 /// `TYPE CLASS TTL RDLENGTH` before each RDATA.
 pub const RR_FIXED: usize = 10;
@@ -108,12 +112,18 @@ pub struct NodeRef<'a> {
 
 impl<'a> NodeRef<'a> {
     pub fn parse(b: &'a [u8]) -> Self {
+        let flags = b[2];
+        let (below, body) = if flags & FLAG_BELOW != 0 {
+            (u32_le(b, NODE_HEADER), NODE_HEADER + 4)
+        } else {
+            (0, NODE_HEADER)
+        };
         Self {
             zone: u16_le(b, 0),
-            flags: b[2],
-            below: u32_le(b, 3),
-            nsets: b[7],
-            body: &b[NODE_HEADER..],
+            flags: flags & !FLAG_BELOW,
+            below,
+            nsets: b[3],
+            body: &b[body..],
         }
     }
 
@@ -329,24 +339,35 @@ pub fn encode_node<'r>(
     rrsets: impl IntoIterator<Item = (RecordType, &'r [RData], u32)>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&zone.to_le_bytes());
-    out.push(flags);
-    out.extend_from_slice(&below.to_le_bytes());
-    out.push(0);
+    node_header(zone, flags, below, &mut out);
     let mut n = 0u8;
     for (rtype, rdatas, ttl) in rrsets {
         if encode_rrset(rtype, rdatas, ttl, &mut out) {
             n += 1;
         }
     }
-    out[7] = n;
+    out[3] = n;
     out
+}
+
+/// Writes an entry's header with no RRsets counted yet.
+fn node_header(zone: u16, flags: u8, below: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(&zone.to_le_bytes());
+    if below == 0 {
+        out.extend_from_slice(&[flags, 0]);
+    } else {
+        out.extend_from_slice(&[flags | FLAG_BELOW, 0]);
+        out.extend_from_slice(&below.to_le_bytes());
+    }
 }
 
 /// The same entry with a new count of record sets below it.
 pub fn with_below(entry: &[u8], below: u32) -> Vec<u8> {
-    let mut out = entry.to_vec();
-    out[3..7].copy_from_slice(&below.to_le_bytes());
+    let node = NodeRef::parse(entry);
+    let mut out = Vec::with_capacity(NODE_HEADER + 4 + node.body.len());
+    node_header(node.zone, node.flags, below, &mut out);
+    out[3] = node.nsets;
+    out.extend_from_slice(node.body);
     out
 }
 
@@ -440,5 +461,17 @@ mod tests {
         assert_eq!(back, want);
         let moved = with_below(&entry, 9);
         assert_eq!(NodeRef::parse(&moved).below, 9);
+        let leaf = with_below(&moved, 0);
+        assert_eq!(
+            leaf.len() + 4,
+            moved.len(),
+            "a leaf's header has no count below"
+        );
+        for (entry, below) in [(&moved, 9), (&leaf, 0)] {
+            let node = NodeRef::parse(entry);
+            assert_eq!((node.zone, node.flags, node.below), (3, FLAG_SET, below));
+            assert_eq!(node.records(), 4);
+            assert_eq!(decode_data(&node).srv, data.srv);
+        }
     }
 }

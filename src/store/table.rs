@@ -1,6 +1,7 @@
 //! A compact copy-on-write hash table from wire-format names to byte values. Entries live in
-//! per-shard arenas (`[key length][key][value length][value]`), indexed by a hash table of
-//! arena offsets: a name with one address costs some 50 bytes, not a handful of allocations.
+//! per-shard arenas (`[key length][key][value length][value]`, the value's length in LEB128,
+//! one byte below 128), indexed by a hash table of arena offsets: a name with one address
+//! costs some 50 bytes, not a handful of allocations.
 //! Each shard sits behind an `Arc`, so cloning the table for a new snapshot costs one reference
 //! count per shard, and a change copies only the shard it touches.
 
@@ -21,8 +22,30 @@ struct Shard {
     garbage: usize,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+/// Reads a LEB128 length at `at`: the length and the bytes it took.
+fn leb128_at(b: &[u8], at: usize) -> (usize, usize) {
+    let first = b[at];
+    if first < 0x80 {
+        return (first as usize, 1);
+    }
+    let mut len = 0usize;
+    let mut i = 0;
+    loop {
+        let byte = b[at + i];
+        len |= usize::from(byte & 0x7F) << (7 * i);
+        i += 1;
+        if byte < 0x80 {
+            return (len, i);
+        }
+    }
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut len: usize) {
+    while len >= 0x80 {
+        out.push(len as u8 | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
 }
 
 /// The key of the entry at `off` in an arena (a free function, for closures that hold the
@@ -41,8 +64,8 @@ impl Shard {
     fn value_span(&self, off: u32) -> (usize, usize) {
         let at = off as usize;
         let klen = self.arena[at] as usize;
-        let vlen = u32_at(&self.arena, at + 1 + klen) as usize;
-        (at + 1 + klen + 4, vlen)
+        let (vlen, width) = leb128_at(&self.arena, at + 1 + klen);
+        (at + 1 + klen + width, vlen)
     }
 
     fn entry_len(&self, off: u32) -> usize {
@@ -65,8 +88,7 @@ impl Shard {
         let off = u32::try_from(self.arena.len()).expect("a shard arena stays below 4 GiB");
         self.arena.push(key.len() as u8);
         self.arena.extend_from_slice(key);
-        self.arena
-            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+        push_leb128(&mut self.arena, value.len());
         self.arena.extend_from_slice(value);
         off
     }
@@ -294,6 +316,27 @@ mod tests {
             .filter(|(x, y)| Arc::ptr_eq(x, y))
             .count();
         assert!(shared >= SHARDS - 2, "only written shards are copied");
+    }
+
+    #[test]
+    fn value_lengths_round_trip() {
+        let mut t = Table::default();
+        let sizes = [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000];
+        for (i, &n) in sizes.iter().enumerate() {
+            t.insert(&[i as u8], &vec![i as u8; n]);
+        }
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(t.get(&[i as u8]), Some(&vec![i as u8; n][..]), "{n} bytes");
+        }
+        let mut one = Vec::new();
+        push_leb128(&mut one, 127);
+        assert_eq!(one, [127]);
+        one.clear();
+        push_leb128(&mut one, 300);
+        assert_eq!(
+            (one.as_slice(), leb128_at(&one, 0)),
+            (&[0xAC, 0x02][..], (300, 2))
+        );
     }
 
     #[test]
