@@ -102,7 +102,9 @@ impl Builder {
 
     /// Gives back spare capacity after a full build.
     pub fn shrink_to_fit(&mut self) {
-        Table::pack(&mut [&mut self.snap.nodes, &mut self.snap.reverse]);
+        let reverse = self.snap.reverse.unload();
+        Table::pack(&mut [&mut self.snap.nodes]);
+        self.snap.reverse.reload(reverse);
     }
 
     /// The current snapshot; shares all unchanged data with the builder.
@@ -308,33 +310,17 @@ impl Builder {
         }
     }
 
-    /// Adds or removes `owner` (a key in `nodes`) as a holder of `ip`. The reverse entry is
-    /// a sorted list of the holders' key hashes, one copy per holder, so that two names
-    /// with the same hash (as unlikely as that is) each count.
+    /// Adds or removes `owner` (a key in `nodes`) as a holder of `ip`: its key's hash, one
+    /// copy per holder, so that two names with the same hash (as unlikely as that is) each
+    /// count.
     fn ptr_change(&mut self, ip: IpAddr, owner: &[u8], add: bool) {
         let key = AddrKey::from(ip);
         let hash = self.snap.nodes.hash_of(owner);
-        let mut hashes: Vec<u64> = self
-            .snap
-            .reverse
-            .get(key.as_bytes())
-            .unwrap_or_default()
-            .chunks_exact(8)
-            .map(|h| u64::from_le_bytes(h.try_into().expect("8 bytes")))
-            .collect();
-        match (hashes.binary_search(&hash), add) {
-            (Ok(at) | Err(at), true) => hashes.insert(at, hash),
-            (Ok(at), false) => {
-                hashes.remove(at);
-            }
-            (Err(_), false) => return,
+        if add {
+            self.snap.reverse.add(key, hash);
+        } else {
+            self.snap.reverse.remove(key, hash);
         }
-        if hashes.is_empty() {
-            self.snap.reverse.remove(key.as_bytes());
-            return;
-        }
-        let value: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
-        self.snap.reverse.insert(key.as_bytes(), &value);
     }
 
     /// Whether a record set exists at `name`.

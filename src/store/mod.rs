@@ -18,10 +18,12 @@ use crate::records::ZoneSettings;
 
 mod build;
 pub mod node;
+mod reverse;
 mod table;
 
 pub use build::{Builder, Resync};
 pub use node::{NodeRef, RrSetRef};
+use reverse::Reverse;
 use table::Table;
 
 /// What the DNS path needs of a zone beyond its names.
@@ -68,8 +70,8 @@ pub struct Snapshot {
     nodes: Table,
     /// Who holds each address, for PTR answers: by address (4 or 16 octets, where the
     /// reverse name in wire format takes 22 to 30 or 74 bytes), the sorted hashes of the
-    /// holders' keys in `nodes`, 8 bytes each (see [`Snapshot::ptrs_of`]).
-    reverse: Table,
+    /// holders' keys in `nodes` (see [`Snapshot::holders`]).
+    reverse: Reverse,
     /// Names with records (record sets with data, not empty non-terminals).
     pub names: usize,
     /// Records across every RRset, SOA and NS included.
@@ -142,9 +144,10 @@ impl Snapshot {
     /// The names that hold the address `addr` (what a PTR answer for it gives); `None` when
     /// no name does.
     pub fn holders(&self, addr: AddrKey) -> Option<Holders<'_>> {
-        Some(Holders {
+        let hashes = self.reverse.get(addr);
+        (!hashes.is_empty()).then_some(Holders {
             nodes: &self.nodes,
-            hashes: self.reverse.get(addr.as_bytes())?,
+            hashes,
             addr,
         })
     }
@@ -191,14 +194,14 @@ impl Snapshot {
 /// or more; the names themselves are read from their entries.
 pub struct Holders<'a> {
     nodes: &'a Table,
-    hashes: &'a [u8],
+    hashes: &'a [u64],
     addr: AddrKey,
 }
 
 impl<'a> Holders<'a> {
     /// How many names (each once, unless two share a hash).
     pub fn len(&self) -> usize {
-        self.hashes.len() / 8
+        self.hashes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -206,7 +209,7 @@ impl<'a> Holders<'a> {
     }
 
     fn hash(&self, i: usize) -> u64 {
-        u64::from_le_bytes(self.hashes[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+        self.hashes[i]
     }
 
     /// The names, each with the TTL of its address record, from the `start`-th on and then
