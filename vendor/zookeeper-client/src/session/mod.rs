@@ -2,6 +2,7 @@ mod connection;
 mod depot;
 mod event;
 mod request;
+mod timer;
 mod types;
 mod watch;
 mod xid;
@@ -9,7 +10,6 @@ mod xid;
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use async_io::Timer;
 use asyncs::{select, sync};
 use futures::channel::mpsc;
 use futures::{AsyncWriteExt, StreamExt};
@@ -20,6 +20,7 @@ use tracing::{debug, info, instrument, warn, Span};
 use self::connection::{AsyncReadToBuf, Connection, Connector};
 pub use self::depot::Depot;
 use self::event::WatcherEvent;
+use self::timer::DeadlineTimer;
 pub use self::request::{
     ConnectOperation,
     MarshalledRequest,
@@ -504,7 +505,7 @@ impl Session {
         let mut pinged = false;
         let (mut reader, mut writer) = conn.split();
         // zkdns patch: wake at the receive deadline, not every tick (see `next_deadline`)
-        let mut tick = Timer::at(self.last_recv + self.connector.timeout());
+        let mut tick = DeadlineTimer::at(self.last_recv + self.connector.timeout());
         while !(self.session_state.is_connected() && depot.is_empty()) {
             select! {
                 r = reader.read_to_buf(buf) => match r.map_err(Error::other)? {
@@ -553,7 +554,7 @@ impl Session {
             if self.session.readonly { Some(self.connector.clone().seek_for_writable(endpoints)) } else { None };
         // zkdns patch: one timer at the next deadline instead of a periodic tick
         let mut armed = self.next_deadline(Instant::now());
-        let mut tick = Timer::at(armed);
+        let mut tick = DeadlineTimer::at(armed);
         let mut err = None;
         let mut channel_halted = false;
         depot.start();
