@@ -146,6 +146,64 @@ async fn changes_made_while_disconnected_are_read_after_the_reconnect() {
     close_session(c).await;
 }
 
+/// An idle stub's session lives on its pings alone: with nothing asked and nothing changed for
+/// three session timeouts, the session is the same one, the connection was never given up,
+/// and the watch still carries a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stub_keeps_its_session_and_its_watch() {
+    let zk = ZooKeeper::shared();
+    let root = unique_root();
+    seed(zk, &root, "10.7.4.1", "10.7.4.2").await;
+    let stub = Zkdns::serve_ready(zk, &root, &["--zk-session-timeout", "2s"]);
+    std::thread::sleep(Duration::from_secs(6));
+    let c = zk.client().await;
+    put_set(&c, &root, "z.test", "web", r#"{"A": ["10.7.4.10"]}"#).await;
+    eventually_eq(
+        "web after an idle spell",
+        DEADLINE,
+        answers(&["10.7.4.10"]),
+        || a_records(stub.addr(), "web.z.test"),
+    );
+    assert_eq!(sessions(&stub).len(), 1, "{}", stub.logs());
+    assert_eq!(stub.count_lines(&["connection lost"]), 0, "{}", stub.logs());
+    close_session(c).await;
+}
+
+/// A server that hangs (its connection open, nothing coming back) is noticed only by the
+/// client's own deadline: the stub gives the connection up within its connection timeout
+/// (3/5 of the session timeout), answers from the last map meanwhile, and converges once a
+/// server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_server_is_given_up_and_the_map_kept() {
+    let zk = ZooKeeper::shared();
+    let root = unique_root();
+    seed(zk, &root, "10.7.5.1", "10.7.5.2").await;
+    let proxy = TcpProxy::start(zk.addr());
+    let stub = Zkdns::serve_at(
+        &proxy.connect_string(),
+        &root,
+        &["--zk-session-timeout", "4s"],
+    );
+    stub.wait_synced();
+    proxy.silence();
+    assert!(
+        stub.wait_log("connection lost", DEADLINE),
+        "zkdns did not give up a server that stopped answering:\n{}",
+        stub.logs()
+    );
+    assert_eq!(a_records(stub.addr(), "web.z.test"), answers(&["10.7.5.1"]));
+    let c = zk.client().await;
+    put_set(&c, &root, "z.test", "web", r#"{"A": ["10.7.5.10"]}"#).await;
+    proxy.restore();
+    eventually_eq(
+        "web once the server answers again",
+        DEADLINE,
+        answers(&["10.7.5.10"]),
+        || a_records(stub.addr(), "web.z.test"),
+    );
+    close_session(c).await;
+}
+
 /// zookeeper-client 0.11.2 re-sends watches after a reconnect with
 /// `index = index.max(index)` (src/session/watch.rs, `resend_watches`) where `index.max(i)` was
 /// meant, so it sends SetWatches with only the data/exist/child lists and never the persistent

@@ -1,6 +1,7 @@
 //! A TCP proxy on loopback whose connections a test can cut: put between zkdns and ZooKeeper,
 //! it drops zkdns's connection while ZooKeeper stays up and writable, which is how a test
-//! makes changes that zkdns cannot see as events.
+//! makes changes that zkdns cannot see as events. It can also fall silent, as a hung server
+//! does: connections stay open and nothing comes back.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -16,6 +17,8 @@ pub struct TcpProxy {
 struct ProxyState {
     /// While false, new connections are closed at once.
     open: AtomicBool,
+    /// While true, bytes are swallowed in both directions.
+    silent: AtomicBool,
     stopped: AtomicBool,
     streams: Mutex<Vec<TcpStream>>,
 }
@@ -35,6 +38,7 @@ impl TcpProxy {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(ProxyState {
             open: AtomicBool::new(true),
+            silent: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             streams: Mutex::new(Vec::new()),
         });
@@ -59,8 +63,8 @@ impl TcpProxy {
                     }
                 }
                 drop(streams);
-                pipe(&client, &server);
-                pipe(&server, &client);
+                pipe(&client, &server, &shared);
+                pipe(&server, &client, &shared);
             }
         });
         TcpProxy { addr, state }
@@ -80,8 +84,18 @@ impl TcpProxy {
         self.state.cut_all();
     }
 
-    /// Lets connections through again.
+    /// Keeps every connection open and accepts new ones, but forwards nothing either way
+    /// until [`TcpProxy::restore`]: a server that hangs.
+    pub fn silence(&self) {
+        self.state.silent.store(true, Ordering::Release);
+    }
+
+    /// Lets connections through again. Connections that were silenced are cut: what they
+    /// swallowed is lost, so neither end could make sense of them any more.
     pub fn restore(&self) {
+        if self.state.silent.swap(false, Ordering::AcqRel) {
+            self.state.cut_all();
+        }
         self.state.open.store(true, Ordering::Release);
     }
 }
@@ -96,16 +110,19 @@ impl Drop for TcpProxy {
     }
 }
 
-/// Copies `from` to `to` on a thread until either side closes.
-fn pipe(from: &TcpStream, to: &TcpStream) {
+/// Copies `from` to `to` on a thread until either side closes (swallowing what it reads while
+/// the proxy is silent).
+fn pipe(from: &TcpStream, to: &TcpStream, state: &Arc<ProxyState>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
+    let state = state.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 16384];
         loop {
             match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
+                Ok(_) if state.silent.load(Ordering::Acquire) => {}
                 Ok(n) => {
                     if to.write_all(&buf[..n]).is_err() {
                         break;
