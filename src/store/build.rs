@@ -15,7 +15,6 @@ use super::node::{
     FLAG_NAME, FLAG_SET, NodeRef, decode_data, encode_node, encode_rrset, gives_ptrs, rrsets_of,
     with_below,
 };
-use super::table::Table;
 use super::{Snapshot, ZoneSnap, unix_now};
 use crate::names::{AddrKey, RelName, ZoneName, label_offsets, wire_key_str};
 use crate::records::{RecordData, ZoneSettings};
@@ -103,7 +102,7 @@ impl Builder {
     /// Gives back spare capacity after a full build.
     pub fn shrink_to_fit(&mut self) {
         let reverse = self.snap.reverse.unload();
-        Table::pack(&mut [&mut self.snap.nodes]);
+        self.snap.nodes.pack();
         self.snap.reverse.reload(reverse);
     }
 

@@ -67,18 +67,18 @@ impl<const N: usize> Family<N> {
         fresh
     }
 
-    /// Removes one copy of a holder; returns whether it was there and whether the address
-    /// is now held by no name.
-    fn remove(&mut self, addr: &[u8; N], hash: u64) -> (bool, bool) {
+    /// Removes one copy of a holder, if there is one; returns whether that left the address
+    /// held by no name.
+    fn remove(&mut self, addr: &[u8; N], hash: u64) -> bool {
         let s = shard_of(addr);
         let rows = self.shards[s].rows(addr);
         let Ok(i) = self.shards[s].hashes[rows.clone()].binary_search(&hash) else {
-            return (false, false);
+            return false;
         };
         let col = Arc::make_mut(&mut self.shards[s]);
         col.addrs.remove(rows.start + i);
         col.hashes.remove(rows.start + i);
-        (true, rows.len() == 1)
+        rows.len() == 1
     }
 
     fn heap_bytes(&self) -> usize {
@@ -129,41 +129,49 @@ pub struct Staged {
     hashes: Vec<u64>,
 }
 
-fn v4(addr: AddrKey) -> Option<[u8; 4]> {
-    addr.as_bytes().try_into().ok()
+/// An address in the form its family's columns keep.
+enum Addr {
+    V4([u8; 4]),
+    V6([u8; 16]),
 }
 
-fn v6(addr: AddrKey) -> Option<[u8; 16]> {
-    addr.as_bytes().try_into().ok()
+impl Addr {
+    fn of(key: AddrKey) -> Option<Self> {
+        let b = key.as_bytes();
+        match b.try_into() {
+            Ok(v4) => Some(Addr::V4(v4)),
+            Err(_) => b.try_into().ok().map(Addr::V6),
+        }
+    }
 }
 
 impl Reverse {
     /// The sorted hashes of the names holding `addr` (a hash repeats for each name that has
     /// it); empty when no name does.
     pub fn get(&self, addr: AddrKey) -> &[u64] {
-        match (v4(addr), v6(addr)) {
-            (Some(a), _) => self.v4.get(&a),
-            (_, Some(a)) => self.v6.get(&a),
-            _ => &[],
+        match Addr::of(addr) {
+            Some(Addr::V4(a)) => self.v4.get(&a),
+            Some(Addr::V6(a)) => self.v6.get(&a),
+            None => &[],
         }
     }
 
     /// Adds `hash` as one more holder of `addr`.
     pub fn add(&mut self, addr: AddrKey, hash: u64) {
-        let fresh = match (v4(addr), v6(addr)) {
-            (Some(a), _) => self.v4.add(&a, hash),
-            (_, Some(a)) => self.v6.add(&a, hash),
-            _ => false,
+        let fresh = match Addr::of(addr) {
+            Some(Addr::V4(a)) => self.v4.add(&a, hash),
+            Some(Addr::V6(a)) => self.v6.add(&a, hash),
+            None => false,
         };
         self.len += usize::from(fresh);
     }
 
     /// Removes one holder `hash` of `addr`, if there is one.
     pub fn remove(&mut self, addr: AddrKey, hash: u64) {
-        let (_, emptied) = match (v4(addr), v6(addr)) {
-            (Some(a), _) => self.v4.remove(&a, hash),
-            (_, Some(a)) => self.v6.remove(&a, hash),
-            _ => (false, false),
+        let emptied = match Addr::of(addr) {
+            Some(Addr::V4(a)) => self.v4.remove(&a, hash),
+            Some(Addr::V6(a)) => self.v6.remove(&a, hash),
+            None => false,
         };
         self.len -= usize::from(emptied);
     }

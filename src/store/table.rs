@@ -224,56 +224,46 @@ impl Table {
             .flat_map(|s| s.index.iter().map(|&off| (s.key_at(off), s.value_at(off))))
     }
 
-    /// Rewrites every shard of `tables` at its exact size, after a full build, when no
-    /// further growth is expected soon. The live entries are staged in one buffer, every
-    /// arena and index is freed, and only then is each allocated again, in turn: freed
-    /// together, the buffers a build grew through leave long free stretches that the exact
-    /// allocations fill one after another. Shrinking each in place instead left a partly used
-    /// page beside each of a thousand arenas and indexes, some 2 MB at 100k names that the
-    /// allocator could not give back.
-    pub fn pack(tables: &mut [&mut Table]) {
-        let live: usize = tables
-            .iter()
-            .flat_map(|t| t.shards.iter())
-            .map(|s| s.arena.len() - s.garbage)
-            .sum();
+    /// Rewrites every shard at its exact size, after a full build, when no further growth is
+    /// expected soon. The live entries are staged in one buffer, every arena and index is
+    /// freed, and only then is each allocated again, in turn: freed together, the buffers a
+    /// build grew through leave long free stretches that the exact allocations fill one after
+    /// another. Shrinking each in place instead left a partly used page beside each of a
+    /// thousand arenas and indexes, some 2 MB at 100k names that the allocator could not give
+    /// back.
+    pub fn pack(&mut self) {
+        let live: usize = self.shards.iter().map(|s| s.arena.len() - s.garbage).sum();
         let mut staged = Vec::with_capacity(live);
-        let mut spans = Vec::with_capacity(tables.len() * SHARDS);
-        for table in tables.iter_mut() {
-            for shard in table.shards.iter_mut() {
-                let start = staged.len();
-                for &off in shard.index.iter() {
-                    let at = off as usize;
-                    staged.extend_from_slice(&shard.arena[at..at + shard.entry_len(off)]);
-                }
-                spans.push((start, staged.len(), shard.index.len()));
-                // frees it, unless an older snapshot still holds it
-                *shard = Arc::default();
+        let mut spans = Vec::with_capacity(SHARDS);
+        for shard in self.shards.iter_mut() {
+            let start = staged.len();
+            for &off in shard.index.iter() {
+                let at = off as usize;
+                staged.extend_from_slice(&shard.arena[at..at + shard.entry_len(off)]);
             }
+            spans.push((start, staged.len(), shard.index.len()));
+            // frees it, unless an older snapshot still holds it
+            *shard = Arc::default();
         }
-        let mut spans = spans.into_iter();
-        for table in tables.iter_mut() {
-            let hasher = table.hasher.clone();
-            for shard in table.shards.iter_mut() {
-                let (start, end, count) = spans.next().expect("one span a shard");
-                let mut fresh = Shard {
-                    index: HashTable::with_capacity(count),
-                    arena: staged[start..end].to_vec(),
-                    garbage: 0,
-                };
-                let mut off = 0;
-                while off < fresh.arena.len() {
-                    let o = off as u32;
-                    let arena = &fresh.arena;
-                    fresh
-                        .index
-                        .insert_unique(hasher.hash_one(key_in(arena, o)), o, |&x| {
-                            hasher.hash_one(key_in(arena, x))
-                        });
-                    off += fresh.entry_len(o);
-                }
-                *shard = Arc::new(fresh);
+        let hasher = self.hasher.clone();
+        for (shard, (start, end, count)) in self.shards.iter_mut().zip(spans) {
+            let mut fresh = Shard {
+                index: HashTable::with_capacity(count),
+                arena: staged[start..end].to_vec(),
+                garbage: 0,
+            };
+            let mut off = 0;
+            while off < fresh.arena.len() {
+                let o = off as u32;
+                let arena = &fresh.arena;
+                fresh
+                    .index
+                    .insert_unique(hasher.hash_one(key_in(arena, o)), o, |&x| {
+                        hasher.hash_one(key_in(arena, x))
+                    });
+                off += fresh.entry_len(o);
             }
+            *shard = Arc::new(fresh);
         }
     }
 
@@ -352,7 +342,8 @@ mod tests {
             assert!(b.remove(&(i * 3).to_le_bytes()));
         }
         let before = a.clone();
-        Table::pack(&mut [&mut a, &mut b]);
+        a.pack();
+        b.pack();
         assert_eq!((a.len(), b.len()), (3000, 2000));
         for i in 0..3000u32 {
             let want: &[u8] = if i < 1000 {
