@@ -139,7 +139,6 @@ impl Builder {
             last_recv: now,
             last_send: now,
             last_ping: None,
-            tick_timeout: Duration::ZERO,
             ping_timeout: Duration::ZERO,
             session_expired_timeout: Duration::ZERO,
             connector,
@@ -174,7 +173,6 @@ pub struct Session {
     last_recv: Instant,
     last_send: Instant,
     last_ping: Option<Instant>,
-    tick_timeout: Duration,
     ping_timeout: Duration,
     session_expired_timeout: Duration,
 
@@ -430,8 +428,8 @@ impl Session {
     /// [ZOOKEEPER-1751]: https://issues.apache.org/jira/browse/ZOOKEEPER-1751
     /// [ZOOKEEPER-4508]: https://issues.apache.org/jira/browse/ZOOKEEPER-4508
     fn reset_timeout(&mut self, session_timeout: Duration) {
+        // zkdns patch: the tick only sets the timeouts below; the loop sleeps to deadlines
         let tick = self.calc_tick_timeout(session_timeout);
-        self.tick_timeout = tick;
         self.ping_timeout = Duration::from_secs(10).min(3 * tick);
         self.connector.set_timeout(8 * tick);
         self.session_timeout = session_timeout.max(self.connector.timeout());
@@ -602,8 +600,8 @@ impl Session {
                 },
             }
             // Sends and receives move the deadlines later (the timer then fires early and is
-            // set again), but setting the timer costs the reactor thread a wakeup, so it is
-            // only brought forward when it would be late.
+            // set again), but setting the timer has a cost (with async-io's, a wakeup of its
+            // reactor thread), so it is only brought forward when it would be late.
             let deadline = self.next_deadline(Instant::now());
             if deadline < armed {
                 armed = deadline;
