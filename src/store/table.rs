@@ -102,21 +102,39 @@ impl Shard {
 
     /// Rewrites the arena with only the live entries.
     fn compact(&mut self, hasher: &FixedState) {
-        let mut fresh = Shard {
-            index: HashTable::with_capacity(self.index.len()),
-            arena: Vec::with_capacity(self.arena.len() - self.garbage),
+        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        self.stage_live(&mut arena);
+        *self = Shard::indexed(arena, self.index.len(), hasher);
+    }
+
+    /// Appends every live entry's bytes to `out`.
+    fn stage_live(&self, out: &mut Vec<u8>) {
+        for &off in self.index.iter() {
+            let at = off as usize;
+            out.extend_from_slice(&self.arena[at..at + self.entry_len(off)]);
+        }
+    }
+
+    /// A shard over `arena`, entries back to back and no garbage, with its `count` entries
+    /// indexed.
+    fn indexed(arena: Vec<u8>, count: usize, hasher: &FixedState) -> Self {
+        let mut shard = Shard {
+            index: HashTable::with_capacity(count),
+            arena,
             garbage: 0,
         };
-        for &off in self.index.iter() {
-            let key = self.key_at(off);
-            let new = fresh.append(key, self.value_at(off));
-            let hash = hasher.hash_one(key);
-            let arena = &fresh.arena;
-            fresh
+        let mut off = 0;
+        while off < shard.arena.len() {
+            let o = off as u32;
+            let arena = &shard.arena;
+            shard
                 .index
-                .insert_unique(hash, new, |&o| hasher.hash_one(key_in(arena, o)));
+                .insert_unique(hasher.hash_one(key_in(arena, o)), o, |&x| {
+                    hasher.hash_one(key_in(arena, x))
+                });
+            off += shard.entry_len(o);
         }
-        *self = fresh;
+        shard
     }
 }
 
@@ -237,33 +255,14 @@ impl Table {
         let mut spans = Vec::with_capacity(SHARDS);
         for shard in self.shards.iter_mut() {
             let start = staged.len();
-            for &off in shard.index.iter() {
-                let at = off as usize;
-                staged.extend_from_slice(&shard.arena[at..at + shard.entry_len(off)]);
-            }
+            shard.stage_live(&mut staged);
             spans.push((start, staged.len(), shard.index.len()));
             // frees it, unless an older snapshot still holds it
             *shard = Arc::default();
         }
         let hasher = self.hasher.clone();
         for (shard, (start, end, count)) in self.shards.iter_mut().zip(spans) {
-            let mut fresh = Shard {
-                index: HashTable::with_capacity(count),
-                arena: staged[start..end].to_vec(),
-                garbage: 0,
-            };
-            let mut off = 0;
-            while off < fresh.arena.len() {
-                let o = off as u32;
-                let arena = &fresh.arena;
-                fresh
-                    .index
-                    .insert_unique(hasher.hash_one(key_in(arena, o)), o, |&x| {
-                        hasher.hash_one(key_in(arena, x))
-                    });
-                off += fresh.entry_len(o);
-            }
-            *shard = Arc::new(fresh);
+            *shard = Arc::new(Shard::indexed(staged[start..end].to_vec(), count, &hasher));
         }
     }
 
