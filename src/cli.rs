@@ -9,7 +9,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::import::ImportFormat;
 use crate::names::ZoneName;
 
 const EXAMPLES: &str = "\
@@ -277,11 +276,32 @@ pub enum RecordKind {
 
 impl std::fmt::Display for RecordKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = self
-            .to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default();
-        f.write_str(&name)
+        write_value(self, f)
+    }
+}
+
+/// What the input of `zkdns import` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImportFormat {
+    /// RFC 1035 zone files
+    Zone,
+    /// /etc/hosts syntax: ADDRESS NAME [ALIAS…] lines
+    Hosts,
+    /// The old system's JSON map {"hostname": "ip", …}
+    JsonMap,
+}
+
+impl std::fmt::Display for ImportFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_value(self, f)
+    }
+}
+
+/// Writes a value of a clap enum as it is typed on the command line (`AAAA`, `json-map`).
+fn write_value(value: &impl ValueEnum, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match value.to_possible_value() {
+        Some(v) => f.write_str(v.get_name()),
+        None => Ok(()),
     }
 }
 

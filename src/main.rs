@@ -1,6 +1,8 @@
 //! The `zkdns` binary: parse the command line, set up logging, run, map the outcome to an
 //! exit status (0 success, 2 bad usage or input, 1 runtime failure).
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -11,18 +13,18 @@ use zkdns::cli::{Cli, Command};
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    one_malloc_arena();
+    zkdns::sys::one_malloc_arena();
     let cli = Cli::parse();
     // the daemon logs its state changes; one-shot commands only what goes wrong
     let daemon = matches!(
         cli.command,
         Command::Serve(_) | Command::Register(_) | Command::Hosts(_)
     );
-    zkdns::logging::init(cli.global.log_format, daemon);
+    zkdns::telemetry::logging::init(cli.global.log_format, daemon);
     // one worker: UDP queries have threads of their own (dns::udp), and what the runtime does
     // (ZooKeeper, TCP, forwarding, HTTP) waits on I/O; a second worker doubled the wakeups of
-    // an idle stub (every ZooKeeper client tick woke both). Long CPU work (a full snapshot
-    // build) runs in `block_in_place`, off the worker.
+    // an idle stub when that was measured (both woke for the ZooKeeper client's timers). Long
+    // CPU work (a full snapshot build) runs in `block_in_place`, off the worker.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -43,15 +45,5 @@ fn main() -> ExitCode {
             eprintln!("zkdns: error: {failure}");
             ExitCode::from(failure.exit_code())
         }
-    }
-}
-
-/// One glibc malloc arena for the whole process: the query path does not allocate, so the
-/// per-thread arenas glibc would make only hold memory (several MiB of RSS) for nothing.
-fn one_malloc_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: called before any thread exists; M_ARENA_MAX only limits future arenas.
-    unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
     }
 }

@@ -332,6 +332,18 @@ pub fn label_offsets(wire: &[u8]) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// Names (or anything shown) as messages list them: `a, b, c`, or `none`.
+pub fn list<T: fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The dotted text of a wire name (for logs and messages).
 pub fn wire_to_string(wire: &[u8]) -> String {
     let mut out = String::new();
@@ -349,6 +361,22 @@ pub fn wire_to_string(wire: &[u8]) -> String {
         out.push('.');
     }
     out
+}
+
+/// The zone and names the unit tests of the zone tooling are written against.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{RelName, ZoneName};
+
+    /// `cluster.test`.
+    pub fn zone() -> ZoneName {
+        ZoneName::parse("cluster.test").unwrap()
+    }
+
+    /// `name` as a record-set name in [`zone`].
+    pub fn rel(name: &str) -> RelName {
+        RelName::from_znode(name, &zone()).unwrap()
+    }
 }
 
 #[cfg(test)]

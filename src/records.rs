@@ -2,7 +2,6 @@
 //! member) and of a zone's settings, with validation. Pure; the watcher decodes with it, the
 //! tooling encodes with it, and a payload that fails here never reaches an answer.
 
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use hickory_proto::rr::Name;
@@ -460,9 +459,19 @@ pub fn decode_zone(payload: &[u8], zone: &ZoneName) -> Result<ZoneSettings, Data
     Ok(settings)
 }
 
-/// The old system's format: one znode holding `{"hostname": "ip", …}`.
-pub fn decode_json_map(payload: &[u8]) -> Result<BTreeMap<String, String>, DataError> {
-    Ok(serde_json::from_slice(payload)?)
+/// A record set's JSON as stored, not yet validated (an empty payload is an empty set).
+pub fn decode_set(payload: &[u8]) -> Result<RecordSetJson, serde_json::Error> {
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(RecordSetJson::default());
+    }
+    serde_json::from_slice(payload)
+}
+
+/// A record set's or member's payload, decoded and validated, for showing it (`ls`, `export`).
+pub fn valid_set(payload: &[u8], zone: &ZoneName) -> Result<RecordSetJson, String> {
+    let set = decode_set(payload).map_err(|e| e.to_string())?;
+    validate(&set, zone).map_err(|e| e.to_string())?;
+    Ok(set)
 }
 
 #[cfg(test)]

@@ -7,21 +7,21 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zkdns::dns::fuzz_support::{self, CLIENT, MapState};
+use zkdns::testkit::{self, CLIENT, MapState};
 
 fuzz_target!(|packet: &[u8]| {
-    let snap = fuzz_support::test_snapshot();
+    let snap = testkit::test_snapshot();
     let mut out = Vec::new();
     for state in [MapState::Fresh, MapState::Stale, MapState::TooOld] {
         for tcp in [false, true] {
             let verdict =
-                fuzz_support::answer_packet_in(state, snap, packet, CLIENT, tcp, &mut out);
-            if let Err(e) = fuzz_support::check_reply(state, snap, packet, tcp, verdict, &out) {
+                testkit::answer_packet_in(state, snap, packet, CLIENT, tcp, &mut out);
+            if let Err(e) = testkit::check_reply(state, snap, packet, tcp, verdict, &out) {
                 panic!("{state:?} tcp={tcp}: {e}\n  reply {out:02x?}");
             }
         }
     }
-    if let Err(e) = fuzz_support::check_still_answers(snap) {
+    if let Err(e) = testkit::check_still_answers(snap) {
         panic!("a valid query after this one: {e}");
     }
 });

@@ -9,11 +9,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zkdns::dns::fuzz_support;
+use zkdns::testkit;
 
 fuzz_target!(|data: &[u8]| {
     let check = |path: &str, payload: &[u8]| {
-        if let Err(e) = fuzz_support::check_znode(path, payload) {
+        if let Err(e) = testkit::check_znode(path, payload) {
             panic!("{path}: {e}");
         }
     };

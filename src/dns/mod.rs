@@ -1,9 +1,11 @@
-//! The DNS side: wire format of the query path, authoritative answers from the snapshot,
-//! forwarding to upstreams, and the UDP/TCP listeners.
+//! The DNS side: the listeners ([`server`], [`udp`]), the [`handler`] that decides what each
+//! packet gets, the wire format of the query path ([`wire`]), authoritative answers from the
+//! snapshot ([`answer`]), forwarding to upstreams ([`forward`]) and the per-client rate limit
+//! ([`ratelimit`]).
 
 pub mod answer;
 pub mod forward;
-pub mod fuzz_support;
+pub mod handler;
 pub mod ratelimit;
 pub mod server;
 pub mod udp;

@@ -1,14 +1,13 @@
-//! The listeners: UDP and TCP on every `--listen` address. Each packet is checked against the
-//! client ACL, parsed, answered from the current snapshot or handed to the forwarder, and never
-//! allowed to take the server down. Every loop stops when the cancellation token fires; the
-//! answers already under way are finished within a grace period (see [`serve`]).
+//! The listeners: UDP ([`crate::dns::udp`]) and TCP on every `--listen` address, each
+//! packet handed to the [`Handler`] and never allowed to take the server down. Every loop stops
+//! when the cancellation token fires; the answers already under way are finished within a
+//! grace period (see [`serve`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ipnet::IpNet;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,29 +16,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::dns::answer::{self, AnswerOptions, Freshness, Outcome};
-use crate::dns::forward::{ForwardError, Forwarder};
-use crate::dns::ratelimit::RateLimiter;
+use crate::dns::handler::{Handler, Verdict};
 use crate::dns::udp::UdpGroup;
-use crate::dns::wire::{self, rcode};
-use crate::metrics::{Counters, Metrics, QueryShard};
-use crate::names::{ZoneName, label_offsets, wire_key_str};
-use crate::store::{Snapshot, Store};
-
-/// The RCODE (low four bits) of a response in wire format.
-fn response_rcode(msg: &[u8]) -> u16 {
-    msg.get(3).map_or(0, |b| u16::from(b & 0x0F))
-}
 
 /// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds).
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// TCP connections served at once; more wait in the kernel's backlog.
 const MAX_TCP_CONNECTIONS: usize = 512;
-/// Forwarded queries in flight at once; past this, queries are dropped and clients retry.
-const MAX_FORWARDS: usize = 4096;
-/// At shutdown, how long TCP connections get to finish the query they are answering (or the
-/// upstream timeout, if longer, so that a forwarded query can still be answered).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -55,210 +38,6 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Which clients get answers: loopback always, plus the `--allow` networks.
-#[derive(Debug, Clone, Default)]
-pub struct Acl {
-    allow: Vec<IpNet>,
-}
-
-impl Acl {
-    pub fn new(allow: Vec<IpNet>) -> Self {
-        Self { allow }
-    }
-
-    pub fn permits(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_loopback() || self.allow.iter().any(|net| net.contains(&ip))
-    }
-}
-
-/// Everything a listener needs, shared by all of them.
-#[derive(Debug)]
-pub struct Handler {
-    pub store: Store,
-    pub metrics: Arc<Metrics>,
-    pub forwarder: Forwarder,
-    pub acl: Acl,
-    /// Keys of the zones named by `--zone`: until the first full read, their names get
-    /// SERVFAIL rather than being forwarded.
-    configured_zones: Vec<Box<[u8]>>,
-    forwards: Semaphore,
-    stale: StalePolicy,
-    /// `--max-qps-per-client`: `None` when off.
-    limiter: Option<RateLimiter>,
-}
-
-/// How answers are served while ZooKeeper is away (RFC 8767).
-#[derive(Debug, Clone, Copy)]
-pub struct StalePolicy {
-    /// TTL cap of stale answers.
-    pub ttl: u32,
-    /// How long after the map last matched ZooKeeper it may still be served.
-    pub max_age: Duration,
-}
-
-impl Default for StalePolicy {
-    fn default() -> Self {
-        Self {
-            ttl: 30,
-            max_age: Duration::from_secs(3 * 86400),
-        }
-    }
-}
-
-impl Handler {
-    pub fn new(
-        store: Store,
-        metrics: Arc<Metrics>,
-        forwarder: Forwarder,
-        acl: Acl,
-        zones: &[ZoneName],
-    ) -> Self {
-        Self {
-            store,
-            metrics,
-            forwarder,
-            acl,
-            configured_zones: zones.iter().map(|z| wire_key_str(z.as_str())).collect(),
-            forwards: Semaphore::new(MAX_FORWARDS),
-            stale: StalePolicy::default(),
-            limiter: None,
-        }
-    }
-
-    /// Caps the queries of each client outside loopback (`--max-qps-per-client`).
-    pub fn with_rate_limit(mut self, limiter: Option<RateLimiter>) -> Self {
-        self.limiter = limiter;
-        self
-    }
-
-    /// Serve-stale settings (default: TTL 30 s, up to 3 days).
-    pub fn with_stale_policy(mut self, stale: StalePolicy) -> Self {
-        self.stale = stale;
-        self
-    }
-
-    /// How current the map is now: one atomic load while connected.
-    fn freshness(&self) -> Freshness {
-        if !self.store.is_stale() {
-            Freshness::Fresh
-        } else if self.store.since_sync() > self.stale.max_age {
-            Freshness::TooOld
-        } else {
-            Freshness::Stale {
-                ttl: self.stale.ttl,
-            }
-        }
-    }
-
-    fn awaits_first_sync(&self, q: &wire::Query<'_>) -> bool {
-        if self.configured_zones.is_empty() || self.store.is_ready() {
-            return false;
-        }
-        let mut buf = [0u8; 257];
-        let key = q.key(&mut buf);
-        label_offsets(key).any(|at| self.configured_zones.iter().any(|z| **z == key[at..]))
-    }
-
-    /// How long shutdown waits for answers under way: a forwarded query gets its upstream
-    /// timeout, a TCP connection at least [`SHUTDOWN_GRACE`].
-    fn shutdown_grace(&self) -> Duration {
-        SHUTDOWN_GRACE.max(self.forwarder.timeout())
-    }
-
-    /// Waits until no forwarded query is in flight, or `deadline`; returns how many are left.
-    /// Every forward holds a permit of `forwards` while it runs, so all permits back means
-    /// all forwards done (new ones are no longer started: the listeners have stopped).
-    async fn drain_forwards(&self, deadline: tokio::time::Instant) -> usize {
-        let all = MAX_FORWARDS as u32;
-        match tokio::time::timeout_at(deadline, self.forwards.acquire_many(all)).await {
-            Ok(_) => 0,
-            Err(_) => MAX_FORWARDS - self.forwards.available_permits(),
-        }
-    }
-
-    fn options(&self) -> AnswerOptions {
-        AnswerOptions {
-            recursion_available: self.forwarder.has_upstreams(),
-            freshness: self.freshness(),
-        }
-    }
-
-    /// Answers what can be answered without waiting, from `snap`. Returns `Some(true)` when
-    /// `out` holds the reply, `Some(false)` to forward, `None` to stay silent.
-    pub(crate) fn answer_now(
-        &self,
-        snap: &Snapshot,
-        packet: &[u8],
-        client: IpAddr,
-        tcp: bool,
-        out: &mut Vec<u8>,
-        shard: &QueryShard,
-    ) -> Option<bool> {
-        // over its cap, a client gets nothing, not even REFUSED: no reflection to spoofed
-        // sources, and no work for the flood
-        if self.limiter.as_ref().is_some_and(|l| !l.admit(client)) {
-            Counters::add(&self.metrics.counters.rate_limited, 1);
-            return None;
-        }
-        let q = match wire::parse_query(packet) {
-            Ok(q) => q,
-            Err(reason) => {
-                if !self.acl.permits(client) || !answer::reject(reason, out) {
-                    return None;
-                }
-                shard.response(response_rcode(out));
-                return Some(true);
-            }
-        };
-        shard.query(q.qtype);
-        if !self.acl.permits(client) {
-            answer::error_reply(packet, &q, rcode::REFUSED, out);
-            shard.response(rcode::REFUSED);
-            return Some(true);
-        }
-        let limit = if tcp {
-            u16::MAX as usize
-        } else {
-            q.udp_limit()
-        };
-        match answer::answer(snap, packet, &q, limit, self.options(), out) {
-            Outcome::Reply => {}
-            Outcome::Forward if self.awaits_first_sync(&q) => {
-                // a zone we were told to serve, not read yet: make the client retry
-                answer::error_reply(packet, &q, rcode::SERVFAIL, out);
-            }
-            Outcome::Forward => return Some(false),
-        }
-        shard.response(response_rcode(out));
-        Some(true)
-    }
-
-    /// Forwards `packet` and returns the client's reply (relayed, or SERVFAIL/REFUSED).
-    pub(crate) async fn forward(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        let q = wire::parse_query(packet).ok()?;
-        let _permit = self.forwards.try_acquire().ok()?;
-        let counters = &self.metrics.counters;
-        Counters::add(&counters.forwarded, 1);
-        let mut out = Vec::new();
-        let shard = self.metrics.shard(0);
-        match self.forwarder.forward(packet, &q, tcp, counters).await {
-            Ok(reply) => {
-                shard.response(response_rcode(&reply));
-                return Some(reply);
-            }
-            Err(ForwardError::NoUpstream) => {
-                answer::error_reply(packet, &q, rcode::REFUSED, &mut out)
-            }
-            Err(ForwardError::AllFailed) => {
-                answer::error_reply(packet, &q, rcode::SERVFAIL, &mut out)
-            }
-        }
-        shard.response(response_rcode(&out));
-        Some(out)
-    }
 }
 
 /// The sockets of one `--listen` address.
@@ -454,12 +233,12 @@ async fn serve_tcp_conn(
             handler.answer_now(&snap, &packet, client.ip(), true, &mut out, shard)
         };
         let reply = match answered {
-            Some(true) => std::mem::take(&mut out),
-            Some(false) => match handler.forward(&packet, true).await {
+            Verdict::Reply => std::mem::take(&mut out),
+            Verdict::Forward => match handler.forward(&packet, true).await {
                 Some(reply) => reply,
                 None => continue,
             },
-            None => return Ok(()),
+            Verdict::Silent => return Ok(()),
         };
         framed.clear();
         framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
@@ -467,21 +246,5 @@ async fn serve_tcp_conn(
         stream.write_all(&framed).await?;
         shard.latency(started.elapsed(), 1);
         out = reply;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn acl_admits_loopback_and_allowed_networks() {
-        let acl = Acl::new(vec!["10.0.0.0/8".parse().unwrap()]);
-        assert!(acl.permits("127.0.0.1".parse().unwrap()));
-        assert!(acl.permits("127.9.9.9".parse().unwrap()));
-        assert!(acl.permits("::1".parse().unwrap()));
-        assert!(acl.permits("::ffff:10.1.2.3".parse().unwrap()));
-        assert!(acl.permits("10.1.2.3".parse().unwrap()));
-        assert!(!acl.permits("192.168.1.1".parse().unwrap()));
     }
 }

@@ -24,7 +24,7 @@ use nix::sys::socket::{
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::debug;
 
-use crate::dns::server::Handler;
+use crate::dns::handler::{Handler, Verdict};
 use crate::dns::wire::EDNS_UDP;
 
 /// Packets taken per `recvmmsg`.
@@ -298,11 +298,11 @@ fn worker(
             };
             let packet = &bufs[i][..len.min(MAX_QUERY)];
             match handler.answer_now(&snap, packet, client.ip(), false, &mut outs[i], shard) {
-                Some(true) => {
+                Verdict::Reply => {
                     replies[k] = (i, Some(addr), local);
                     k += 1;
                 }
-                Some(false) => {
+                Verdict::Forward => {
                     let packet = packet.to_vec();
                     let handler = handler.clone();
                     let socket = socket.clone();
@@ -312,7 +312,7 @@ fn worker(
                         }
                     });
                 }
-                None => {}
+                Verdict::Silent => {}
             }
         }
         drop(snap);

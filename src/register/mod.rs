@@ -1,4 +1,4 @@
-//! `zkdns register NAME`: publishes this instance under NAME as an EPHEMERAL member
+//! Registration: keeps this instance published under a name as an EPHEMERAL member
 //! `<root>/zones/<zone>/<name>/<id>` and holds its ZooKeeper session: the member is checked
 //! after every reconnect, made again with a new session after an expiry, withdrawn while a
 //! health check fails, and deleted (the session closed) on SIGTERM/SIGINT. A record set it has
@@ -9,13 +9,11 @@
 //! cleanly and the set holds data, the member's delete and a re-creation of the set as a
 //! persistent node happen in one transaction.
 
-mod address;
-mod health;
+pub mod address;
+pub mod health;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -29,11 +27,8 @@ use zookeeper_client::{Client, CreateMode, CreateOptions, SessionState, WatchedE
 pub use address::primary as primary_address;
 pub use health::{Check, Health, Transition};
 
-use crate::admin::pick_zone;
-use crate::cli::{GlobalArgs, RegisterArgs};
-use crate::error::{Failure, ResultExt};
 use crate::names::ZoneName;
-use crate::records::{RecordSetJson, Srv, validate};
+use crate::records::{RecordSetJson, validate};
 use crate::zk::auth::persistent;
 use crate::zk::{BACKOFF_MAX, BACKOFF_MIN, Layout, ZkConfig, connect_retrying, sleep_until};
 
@@ -45,7 +40,7 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One ephemeral node this instance keeps.
 #[derive(Debug, Clone)]
-struct Member {
+pub struct Member {
     /// The name it publishes, for messages.
     fqdn: String,
     zone_path: String,
@@ -54,8 +49,32 @@ struct Member {
     payload: Vec<u8>,
 }
 
+impl Member {
+    /// The member `id` of `fqdn` in `zone`, holding `json`, validated as the stub will read it.
+    pub fn new(
+        layout: &Layout,
+        zone: &ZoneName,
+        fqdn: &str,
+        id: &str,
+        mut json: RecordSetJson,
+    ) -> Result<Self, String> {
+        let name = zone
+            .relative(fqdn)
+            .ok_or_else(|| format!("{fqdn} is not a valid record-set name in {zone}"))?;
+        json.normalise();
+        validate(&json, zone).map_err(|e| format!("{fqdn}: {e}"))?;
+        Ok(Self {
+            fqdn: fqdn.to_string(),
+            zone_path: layout.zone_of(zone),
+            set_path: layout.set_of(zone, &name),
+            path: layout.member(zone.as_str(), name.as_str(), id),
+            payload: json.to_payload(),
+        })
+    }
+}
+
 #[derive(Debug, Error)]
-enum RegisterError {
+pub enum RegisterError {
     #[error("the zone node {0} is gone; waiting for it to come back")]
     ZoneGone(String),
     #[error("{0} keeps appearing and disappearing")]
@@ -69,7 +88,7 @@ enum RegisterError {
     },
 }
 
-fn zk_error(path: &str) -> impl FnOnce(zookeeper_client::Error) -> RegisterError + '_ {
+pub fn zk_error(path: &str) -> impl FnOnce(zookeeper_client::Error) -> RegisterError + '_ {
     move |error| RegisterError::Zk {
         path: path.to_string(),
         error,
@@ -83,200 +102,6 @@ fn ephemeral() -> CreateOptions<'static> {
 
 fn container() -> CreateOptions<'static> {
     crate::zk::auth::create_options(CreateMode::Container)
-}
-
-/// NAME as typed → lower-case, no trailing dot; never a wildcard.
-fn parse_name(text: &str) -> Result<String, Failure> {
-    let fqdn = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-    ZoneName::parse(&fqdn)
-        .map_err(|e| Failure::input(anyhow!("NAME {text:?} is not a valid name: {e}")))?;
-    Ok(fqdn)
-}
-
-/// `--srv _service._proto` → lower-case labels.
-fn parse_srv(text: &str) -> Result<String, Failure> {
-    let srv = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-    let labels: Vec<&str> = srv.split('.').collect();
-    let shaped = labels.len() == 2 && labels.iter().all(|l| l.len() > 1 && l.starts_with('_'));
-    if !shaped || ZoneName::parse(&srv).is_err() {
-        return Err(Failure::input(anyhow!(
-            "--srv {text:?} must be _SERVICE._PROTO, e.g. _http._tcp"
-        )));
-    }
-    Ok(srv)
-}
-
-fn id_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@')
-}
-
-/// The member id: `--id`, else `HOSTNAME-PID` (unique per running instance, and the same
-/// for the whole life of the process, so a re-registration reuses it).
-fn member_id(explicit: Option<&str>) -> Result<String, Failure> {
-    if let Some(id) = explicit {
-        let ok =
-            !id.is_empty() && id.len() <= 128 && id.chars().all(id_char) && id != "." && id != "..";
-        if !ok {
-            return Err(Failure::input(anyhow!(
-                "--id {id:?} must be 1 to 128 letters, digits, '.', '_', '-', ':' or '@'"
-            )));
-        }
-        return Ok(id.to_string());
-    }
-    let host = nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_default();
-    let host: String = host
-        .chars()
-        .map(|c| if id_char(c) { c } else { '_' })
-        .take(64)
-        .collect();
-    let host = if host.is_empty() || host.chars().all(|c| c == '.') {
-        "host".to_string()
-    } else {
-        host
-    };
-    Ok(format!("{host}-{}", std::process::id()))
-}
-
-/// The zone NAME goes in: `explicit` (created if missing, like `zkdns set`) or the longest
-/// zone under the root that NAME ends with.
-async fn find_zone(
-    client: &Client,
-    layout: &Layout,
-    fqdn: &str,
-    explicit: Option<&ZoneName>,
-) -> Result<ZoneName, Failure> {
-    let zones_path = layout.zones();
-    let zones = match client.list_children(&zones_path).await {
-        Ok(z) => z,
-        Err(zookeeper_client::Error::NoNode) => Vec::new(),
-        Err(e) => return Err(Failure::runtime(zk_error(&zones_path)(e))),
-    };
-    let names: Vec<&str> = zones.iter().map(String::as_str).collect();
-    let zone = pick_zone(&names, &zones_path, fqdn, explicit)?;
-    if explicit.is_some() && !names.contains(&zone.as_str()) {
-        let path = layout.zone_of(&zone);
-        client
-            .mkdir(&path, &persistent())
-            .await
-            .map_err(zk_error(&path))
-            .or_runtime()?;
-    }
-    Ok(zone)
-}
-
-/// The member of `fqdn` with `json`, validated as the stub will read it.
-fn member(
-    layout: &Layout,
-    zone: &ZoneName,
-    fqdn: &str,
-    id: &str,
-    mut json: RecordSetJson,
-) -> Result<Member, Failure> {
-    let name = zone.relative(fqdn).ok_or_else(|| {
-        Failure::input(anyhow!("{fqdn} is not a valid record-set name in {zone}"))
-    })?;
-    json.normalise();
-    validate(&json, zone).map_err(|e| Failure::input(anyhow!("{fqdn}: {e}")))?;
-    Ok(Member {
-        fqdn: fqdn.to_string(),
-        zone_path: layout.zone_of(zone),
-        set_path: layout.set_of(zone, &name),
-        path: layout.member(zone.as_str(), name.as_str(), id),
-        payload: json.to_payload(),
-    })
-}
-
-/// Validated arguments of `register`, ready before ZooKeeper is asked anything.
-struct Plan {
-    fqdn: String,
-    srv: Option<String>,
-    addrs: Vec<IpAddr>,
-    id: String,
-    check: Option<Check>,
-}
-
-fn plan(args: &RegisterArgs) -> Result<Plan, Failure> {
-    let fqdn = parse_name(&args.name)?;
-    let srv = args.srv.as_deref().map(parse_srv).transpose()?;
-    let id = member_id(args.id.as_deref())?;
-    if let Some(target) = &args.check_tcp {
-        let valid = target
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !valid {
-            return Err(Failure::input(anyhow!(
-                "--check-tcp {target:?} must be HOST:PORT"
-            )));
-        }
-    }
-    let check = (args.check_cmd.is_some() || args.check_tcp.is_some()).then(|| Check {
-        cmd: args.check_cmd.clone(),
-        tcp: args.check_tcp.clone(),
-        interval: args.check_interval,
-        timeout: args.check_timeout.unwrap_or(args.check_interval),
-    });
-    let addrs = if args.addrs.is_empty() {
-        let ip = address::primary().ok_or_else(|| {
-            Failure::input(anyhow!(
-                "this host has no non-loopback address to register; pass --addr"
-            ))
-        })?;
-        info!("registering this host's primary address {ip}");
-        vec![ip]
-    } else {
-        args.addrs.clone()
-    };
-    Ok(Plan {
-        fqdn,
-        srv,
-        addrs,
-        id,
-        check,
-    })
-}
-
-/// The members of a plan: NAME with the addresses (and the SRV record when `--port` is given
-/// without `--srv`), and with `--srv` a second one at `_service._proto.NAME` with the SRV.
-async fn members(
-    client: &Client,
-    layout: &Layout,
-    plan: &Plan,
-    args: &RegisterArgs,
-) -> Result<Vec<Member>, Failure> {
-    let zone = find_zone(client, layout, &plan.fqdn, args.zone.as_ref()).await?;
-    let srv_record = args.port.map(|port| Srv {
-        priority: 0,
-        weight: 0,
-        port,
-        target: format!("{}.", plan.fqdn),
-    });
-    let mut own = RecordSetJson::default();
-    for ip in &plan.addrs {
-        match ip {
-            IpAddr::V4(v4) => own.a.push(*v4),
-            IpAddr::V6(v6) => own.aaaa.push(*v6),
-        }
-    }
-    let mut out = Vec::new();
-    match (&plan.srv, srv_record) {
-        (Some(labels), Some(srv)) => {
-            out.push(member(layout, &zone, &plan.fqdn, &plan.id, own)?);
-            let json = RecordSetJson {
-                srv: vec![srv],
-                ..RecordSetJson::default()
-            };
-            let srv_name = format!("{labels}.{}", plan.fqdn);
-            out.push(member(layout, &zone, &srv_name, &plan.id, json)?);
-        }
-        (_, srv) => {
-            own.srv.extend(srv);
-            out.push(member(layout, &zone, &plan.fqdn, &plan.id, own)?);
-        }
-    }
-    Ok(out)
 }
 
 /// Who holds a member's node.
@@ -372,7 +197,7 @@ enum End {
 }
 
 /// Holds the members across sessions.
-struct Registrar {
+pub struct Registrar {
     config: ZkConfig,
     members: Vec<Member>,
     /// Whether each member's node is ours right now.
@@ -394,7 +219,7 @@ async fn next_event(
 }
 
 impl Registrar {
-    fn new(config: ZkConfig, members: Vec<Member>) -> Self {
+    pub fn new(config: ZkConfig, members: Vec<Member>) -> Self {
         let n = members.len();
         Self {
             config,
@@ -406,7 +231,7 @@ impl Registrar {
     }
 
     /// Runs until cancelled; then deletes the members and closes the session.
-    async fn hold(
+    pub async fn hold(
         mut self,
         mut client: Client,
         mut wanted: watch::Receiver<bool>,
@@ -574,50 +399,11 @@ impl Registrar {
     }
 }
 
-/// Runs `zkdns register` until SIGTERM/SIGINT.
-pub async fn run(
-    global: &GlobalArgs,
-    args: RegisterArgs,
-    cancel: CancellationToken,
-) -> Result<(), Failure> {
-    let layout = Layout::new(&global.root).or_input()?;
-    let plan = plan(&args)?;
-    let config = ZkConfig::from_global(global)?;
-    // ZooKeeper must be there at the start (the zone is looked up there); later outages are
-    // ridden out
-    let client = crate::zk::connect(&config).await.or_runtime()?;
-    let members = match members(&client, &layout, &plan, &args).await {
-        Ok(m) => m,
-        Err(e) => {
-            crate::zk::close(client).await;
-            return Err(e);
-        }
-    };
-    info!(session = %client.session_id(), "ZooKeeper session established");
-    let (wanted_tx, wanted) = watch::channel(plan.check.is_none());
-    let checks = plan.check.clone().map(|check| {
-        tokio::spawn(health::run(
-            check,
-            Health::new(args.check_rise, args.check_fall),
-            plan.fqdn.clone(),
-            wanted_tx.clone(),
-            cancel.clone(),
-        ))
-    });
-    Registrar::new(config, members)
-        .hold(client, wanted, cancel.clone())
-        .await;
-    if let Some(task) = checks {
-        task.abort();
-        let _ = task.await;
-    }
-    drop(wanted_tx);
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Failure;
+    use crate::records::Srv;
 
     #[test]
     fn a_zookeeper_failure_names_its_cause_once() {
@@ -626,28 +412,6 @@ mod tests {
         let cause = zookeeper_client::Error::NoAuth.to_string();
         assert!(text.contains("/zkdns/zones"), "{text}");
         assert_eq!(text.matches(&cause).count(), 1, "{text}");
-    }
-
-    #[test]
-    fn names_and_services_are_checked() {
-        assert_eq!(parse_name("Web.Cluster.Test.").unwrap(), "web.cluster.test");
-        assert!(parse_name("*.cluster.test").is_err());
-        assert!(parse_name("a b.test").is_err());
-        assert_eq!(parse_srv("_HTTP._tcp").unwrap(), "_http._tcp");
-        for bad in ["http._tcp", "_http", "_http._tcp.x", "_._tcp", "_a b._tcp"] {
-            assert!(parse_srv(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn member_ids() {
-        let id = member_id(None).unwrap();
-        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
-        assert!(id.chars().all(id_char), "{id}");
-        assert_eq!(member_id(Some("web-1")).unwrap(), "web-1");
-        for bad in ["", "a/b", "..", "a b", &"x".repeat(129)] {
-            assert!(member_id(Some(bad)).is_err(), "{bad:?}");
-        }
     }
 
     #[test]
@@ -664,16 +428,16 @@ mod tests {
             }],
             ..RecordSetJson::default()
         };
-        let m = member(&layout, &zone, "web.c.test", "h-1", json).unwrap();
+        let m = Member::new(&layout, &zone, "web.c.test", "h-1", json).unwrap();
         assert_eq!(m.set_path, "/zkdns/zones/c.test/web");
         assert_eq!(m.path, "/zkdns/zones/c.test/web/h-1");
         assert_eq!(
             String::from_utf8(m.payload).unwrap(),
             r#"{"A":["10.0.0.5"],"SRV":[{"priority":0,"weight":0,"port":8080,"target":"web.c.test."}]}"#
         );
-        let apex = member(&layout, &zone, "c.test", "h-1", RecordSetJson::default()).unwrap();
+        let apex = Member::new(&layout, &zone, "c.test", "h-1", RecordSetJson::default()).unwrap();
         assert_eq!(apex.path, "/zkdns/zones/c.test/@/h-1");
-        let srv = member(
+        let srv = Member::new(
             &layout,
             &zone,
             "_http._tcp.web.c.test",

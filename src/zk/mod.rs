@@ -1,11 +1,14 @@
 //! Everything that talks to ZooKeeper: connecting (multi-host connect string, chroot, session
-//! timeout, credentials and TLS), the znode layout under the root, and the watcher that keeps
-//! the map current.
+//! timeout, credentials and TLS), the znode [`layout`] under the root, reading zones
+//! ([`zone`]) and writing them ([`write`]) for the tools, and the [`sync`] task that keeps the
+//! map current through a decoded [`tree`].
 
 pub mod auth;
 pub mod layout;
 pub mod sync;
 pub mod tree;
+pub mod write;
+pub mod zone;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +20,6 @@ use zookeeper_client::Client;
 
 pub use auth::{ZkAuth, ZkTls};
 pub use layout::Layout;
-
-use crate::cli::GlobalArgs;
-use crate::error::{Failure, ResultExt};
 
 /// How to reach ZooKeeper.
 #[derive(Debug, Clone)]
@@ -42,36 +42,6 @@ impl ZkConfig {
             auth: None,
             tls: None,
         }
-    }
-
-    /// The configuration every command runs with: `--zk`, `--zk-session-timeout`, the
-    /// credentials (`--zk-auth-file` or `ZKDNS_ZK_AUTH`) and `--zk-tls-*`. With credentials,
-    /// the nodes this process creates are made writable by them alone. Bad files or values
-    /// are bad input (exit 2).
-    pub fn from_global(global: &GlobalArgs) -> Result<Self, Failure> {
-        let auth = ZkAuth::load(
-            global.zk_auth_file.as_deref(),
-            std::env::var_os(auth::AUTH_ENV),
-        )
-        .or_input()?;
-        if let Some(auth) = &auth {
-            auth::protect_created_nodes(auth);
-        }
-        let tls = match &global.zk_tls_ca {
-            Some(ca) => {
-                let identity = global
-                    .zk_tls_cert
-                    .as_deref()
-                    .zip(global.zk_tls_key.as_deref());
-                Some(ZkTls::load(ca, identity).or_input()?)
-            }
-            None => None,
-        };
-        Ok(Self {
-            auth: auth.map(Arc::new),
-            tls: tls.map(Arc::new),
-            ..Self::new(&global.zk, global.zk_session_timeout)
-        })
     }
 }
 
@@ -104,12 +74,12 @@ impl ZkError {
 
 /// How long a connection may go without a reply before the client moves to another host.
 ///
-/// zookeeper-client wakes every eighth of this (its "tick": pings after three ticks of quiet,
-/// gives up on the connection after eight), but only when it is at most 3/5 of the session
-/// timeout; above that, every twentieth of the session timeout. 3/5 is the longest tick that
-/// still leaves a reconnect inside the session: 6 s sessions tick every 450 ms (2.2 wakeups/s
-/// on an idle stub, where a 4 s connection timeout ticked every 300 ms), and a dead server
-/// is left after 3.6 s.
+/// zookeeper-client derives its deadlines from this only while it is at most 3/5 of the
+/// session timeout (it pings after 3/8 of it without sending, and gives up on the connection
+/// after all of it); above 3/5 it falls back to 8/20 of the session timeout. 3/5 is the longest
+/// that still leaves a reconnect to another server inside the session: with a 6 s session, a
+/// server that stops answering is left after 3.6 s, and a quiet connection is pinged every
+/// 1.35 s. (The patched client sleeps until those deadlines, so the value costs no wakeups.)
 fn connection_timeout(session_timeout: Duration) -> Duration {
     (session_timeout * 3 / 5).min(Duration::from_secs(4))
 }
@@ -189,18 +159,6 @@ pub(crate) async fn connect_retrying(
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-}
-
-/// Whether a write failed because the node changed under it (another writer got there
-/// first): read again and retry, rather than give up.
-pub(crate) fn is_conflict(e: &zookeeper_client::Error) -> bool {
-    matches!(
-        e,
-        zookeeper_client::Error::BadVersion
-            | zookeeper_client::Error::NodeExists
-            | zookeeper_client::Error::NoNode
-            | zookeeper_client::Error::NotEmpty
-    )
 }
 
 /// Sleeps until `at`, or forever when there is none: a retry or flush timer that may be

@@ -1,30 +1,27 @@
-//! The only writer of the map. One persistent recursive watch on `<root>/zones`, set before the
-//! full read; each event re-reads just the node it names. Events can be lost while the client
-//! reconnects (ZOOKEEPER-4698), so every reconnect is followed by a full re-read, and an expired
-//! session by a new client and the same. The last good map keeps serving throughout (stale).
+//! The only writer of the map, in three steps per ZooKeeper session, as a watch with resync
+//! is written: [`MapSync::watch_and_read`] sets one persistent recursive watch on
+//! `<root>/zones` and then reads the whole subtree (the watch first, so that no change falls
+//! between the two), retrying until both succeed; [`MapSync::follow_events`] then re-reads just
+//! the nodes that events name. Events are lost while the client reconnects (ZOOKEEPER-4698), so
+//! a reconnect goes back to the first step; an expired session gets a new client and the same.
+//! The last good map keeps serving throughout (stale).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use futures_util::future::join_all;
-use futures_util::{FutureExt, StreamExt};
+use thiserror::Error;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use zookeeper_client::{
-    AddWatchMode, Client, EventType, MultiReadResult, PersistentWatcher, SessionState,
-};
+use zookeeper_client::{AddWatchMode, Client, EventType, PersistentWatcher, SessionState};
 
 use crate::metrics::{Counters, Metrics};
 use crate::store::Store;
 use crate::zk::layout::{Layout, NodePath};
 use crate::zk::tree::{Applied, NodeState, Tree};
-use crate::zk::{BACKOFF_MIN, ZkConfig, close, connect_retrying, sleep_until};
-
-/// Operations per multiRead request in a full read: well below jute.maxbuffer for replies.
-const READ_BATCH: usize = 1000;
-/// multiRead requests of a full read in flight at once.
-const READS_IN_FLIGHT: usize = 8;
+use crate::zk::{BACKOFF_MIN, ZkConfig, ZkError, close, connect_retrying, zone};
 
 /// How a session ended.
 enum End {
@@ -33,14 +30,20 @@ enum End {
     Terminal(SessionState),
 }
 
-/// A read failed in a way that a later full read repairs.
-#[derive(Debug)]
-struct ReadError(zookeeper_client::Error);
+/// Where following the events of a session led.
+enum Followed {
+    /// The map may have missed changes (a reconnect, a failed re-read): watch and read again.
+    Reread,
+    Ended(End),
+}
 
-impl std::fmt::Display for ReadError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
+/// Why re-reading the nodes that events named did not work; a full read repairs either.
+#[derive(Debug, Error)]
+enum RefreshError {
+    #[error(transparent)]
+    Read(#[from] ZkError),
+    #[error("{0} changed the zone layout")]
+    Layout(String),
 }
 
 fn node_state(data: Vec<u8>, stat: &zookeeper_client::Stat) -> NodeState {
@@ -52,7 +55,7 @@ fn node_state(data: Vec<u8>, stat: &zookeeper_client::Stat) -> NodeState {
 }
 
 /// Keeps a [`Store`] equal to the zones subtree in ZooKeeper.
-pub struct Sync {
+pub struct MapSync {
     config: ZkConfig,
     layout: Layout,
     store: Store,
@@ -60,7 +63,7 @@ pub struct Sync {
     metrics: Arc<Metrics>,
 }
 
-impl Sync {
+impl MapSync {
     pub fn new(config: ZkConfig, layout: Layout, tree: Tree, store: Store) -> Self {
         Self {
             config,
@@ -112,75 +115,111 @@ impl Sync {
         }
     }
 
-    /// Follows one session: watch, full read, then events until the session ends.
+    /// Follows one session: watch and full read, then events, and again after each reconnect.
     async fn session(&mut self, client: &Client, cancel: &CancellationToken) -> End {
-        let zones = self.layout.zones();
-        let mut watcher: Option<PersistentWatcher> = None;
-        // The watch is (re-)added on every (re)connect, before the full read. zookeeper-client
-        // 0.11.2 does not restore persistent watches after a reconnect (`resend_watches` in
-        // src/session/watch.rs computes `index.max(index)`, so the SetWatches2 it sends leaves
-        // the persistent list out), and the server forgets a connection's watches with it.
-        let mut need_watch = true;
-        let mut need_resync = true;
-        let mut retry_at: Option<tokio::time::Instant> = None;
-        // a read that fails while connected (e.g. an ACL) keeps failing: say so once
-        let mut read_failure_logged = false;
+        // the watcher being replaced stays until its successor exists (see `watch_and_read`)
+        let mut _previous: Option<PersistentWatcher> = None;
         loop {
-            if need_watch && retry_at.is_none() {
-                match client
-                    .watch(&zones, AddWatchMode::PersistentRecursive)
-                    .await
-                {
-                    Ok(w) => {
-                        // the old watcher goes only now: with a new one on the same path, the
-                        // client does not ask the server to remove the watch
-                        watcher = Some(w);
-                        need_watch = false;
-                    }
-                    Err(zookeeper_client::Error::SessionExpired) => {
-                        return End::Terminal(SessionState::Expired);
-                    }
-                    Err(e) => {
-                        if is_terminal(client) {
-                            return End::Terminal(client.state());
-                        }
-                        debug!(error = %e, "cannot set the watch yet");
-                        retry_at = Some(tokio::time::Instant::now() + BACKOFF_MIN);
-                    }
-                }
-            }
-            if !need_watch && need_resync && retry_at.is_none() {
-                match self.resync(client).await {
-                    Ok(()) => need_resync = false,
-                    Err(e) => {
-                        if is_terminal(client) {
-                            return End::Terminal(client.state());
-                        }
-                        if client.state() == SessionState::SyncConnected && !read_failure_logged {
-                            read_failure_logged = true;
-                            warn!(error = %e, "cannot read the zones from ZooKeeper; retrying");
-                        } else {
-                            debug!(error = %e, "full read failed; retrying");
-                        }
-                        retry_at = Some(tokio::time::Instant::now() + BACKOFF_MIN * 5);
-                    }
-                }
-            }
-            let Some(w) = watcher.as_mut() else {
-                // no watch yet: nothing to listen to but the retry timer
-                tokio::select! {
-                    () = sleep_until(retry_at) => retry_at = None,
-                    () = cancel.cancelled() => return End::Cancelled,
-                }
-                continue;
+            let mut watcher = match self.watch_and_read(client, cancel).await {
+                Ok(watcher) => watcher,
+                Err(end) => return end,
             };
-            let first = tokio::select! {
-                ev = w.changed() => ev,
-                () = sleep_until(retry_at) => {
-                    retry_at = None;
-                    continue;
+            let followed = self.follow_events(client, &mut watcher, cancel).await;
+            _previous = Some(watcher);
+            match followed {
+                Followed::Reread => continue,
+                Followed::Ended(end) => return end,
+            }
+        }
+    }
+
+    /// Steps one and two: sets the watch, then reads everything into a new map, retrying (with
+    /// a pause, or at once when the connection comes back) until both have succeeded.
+    ///
+    /// The watch is added again on every (re)connect. zookeeper-client 0.11.2 does not restore
+    /// persistent watches after a reconnect (`resend_watches` in src/session/watch.rs computes
+    /// `index.max(index)`, so the SetWatches2 it sends leaves the persistent list out), and the
+    /// server forgets a connection's watches with it. The watcher it replaces is dropped only
+    /// once the new one exists: with a new one on the same path, the client does not ask the
+    /// server to remove the watch.
+    async fn watch_and_read(
+        &mut self,
+        client: &Client,
+        cancel: &CancellationToken,
+    ) -> Result<PersistentWatcher, End> {
+        let zones = self.layout.zones();
+        // a read that fails while connected (e.g. an ACL) keeps failing: say so once
+        let mut failure_logged = false;
+        loop {
+            let pause = match client
+                .watch(&zones, AddWatchMode::PersistentRecursive)
+                .await
+            {
+                Ok(watcher) => match self.resync(client).await {
+                    Ok(()) => return Ok(watcher),
+                    Err(e) => {
+                        if client.state() == SessionState::SyncConnected && !failure_logged {
+                            failure_logged = true;
+                            warn!(error = %chain(&e), "cannot read the zones from ZooKeeper; retrying");
+                        } else {
+                            debug!(error = %chain(&e), "full read failed; retrying");
+                        }
+                        BACKOFF_MIN * 5
+                    }
+                },
+                Err(zookeeper_client::Error::SessionExpired) => {
+                    return Err(End::Terminal(SessionState::Expired));
                 }
-                () = cancel.cancelled() => return End::Cancelled,
+                Err(e) => {
+                    debug!(error = %e, "cannot set the watch yet");
+                    BACKOFF_MIN
+                }
+            };
+            self.pause(client, pause, cancel).await?;
+        }
+    }
+
+    /// Waits `pause` before the next attempt, or less if the connection comes back meanwhile;
+    /// a session that ends or a cancellation ends the wait and the session.
+    async fn pause(
+        &self,
+        client: &Client,
+        pause: std::time::Duration,
+        cancel: &CancellationToken,
+    ) -> Result<(), End> {
+        let mut states = client.state_watcher();
+        let deadline = tokio::time::Instant::now() + pause;
+        loop {
+            if client.state().is_terminated() {
+                return Err(End::Terminal(client.state()));
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => return Ok(()),
+                state = states.changed() => match state {
+                    SessionState::Disconnected => self.connection_lost(),
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                        self.connection_back();
+                        return Ok(());
+                    }
+                    _ => {}
+                },
+                () = cancel.cancelled() => return Err(End::Cancelled),
+            }
+        }
+    }
+
+    /// Step three: applies the events of `watcher` (a burst at once, each node re-read once)
+    /// until the session ends, or something may have been missed and the map is read again.
+    async fn follow_events(
+        &mut self,
+        client: &Client,
+        watcher: &mut PersistentWatcher,
+        cancel: &CancellationToken,
+    ) -> Followed {
+        loop {
+            let first = tokio::select! {
+                ev = watcher.changed() => ev,
+                () = cancel.cancelled() => return Followed::Ended(End::Cancelled),
             };
             // path → whether its last event was a deletion
             let mut paths = BTreeMap::new();
@@ -188,20 +227,15 @@ impl Sync {
             while let Some(ev) = event.take() {
                 if ev.event_type == EventType::Session {
                     match ev.session_state {
-                        SessionState::Disconnected => {
-                            self.store.set_connected(false);
-                            Counters::set(&self.metrics.counters.zk_connected, 0);
-                            warn!("ZooKeeper connection lost; serving the last map (stale)");
-                        }
+                        SessionState::Disconnected => self.connection_lost(),
                         SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
-                            info!("ZooKeeper connection back; re-reading the zones");
-                            Counters::add(&self.metrics.counters.zk_reconnects, 1);
-                            Counters::set(&self.metrics.counters.zk_connected, 1);
-                            need_watch = true;
-                            need_resync = true;
-                            retry_at = None;
+                            // what happened while away is lost; the full read covers the rest
+                            self.connection_back();
+                            return Followed::Reread;
                         }
-                        state if state.is_terminated() => return End::Terminal(state),
+                        state if state.is_terminated() => {
+                            return Followed::Ended(End::Terminal(state));
+                        }
                         _ => {}
                     }
                 } else {
@@ -209,27 +243,52 @@ impl Sync {
                     paths.insert(ev.path, deleted);
                 }
                 // take whatever else is already queued, without waiting
-                event = w.changed().now_or_never();
+                event = watcher.changed().now_or_never();
             }
-            if need_watch || need_resync {
-                continue; // the full read covers these paths
+            if paths.is_empty() {
+                continue;
             }
-            if !paths.is_empty() {
-                if let Err(e) = self.refresh(client, paths).await {
-                    debug!(error = %e, "re-reading changed nodes failed; doing a full read");
-                    need_resync = true;
-                    if is_terminal(client) {
-                        return End::Terminal(client.state());
-                    }
+            if let Err(e) = self.refresh(client, paths).await {
+                if client.state().is_terminated() {
+                    return Followed::Ended(End::Terminal(client.state()));
                 }
+                debug!(error = %chain(&e), "re-reading changed nodes failed; doing a full read");
+                return Followed::Reread;
             }
         }
     }
 
-    /// Reads the whole subtree and replaces the map with it.
-    async fn resync(&mut self, client: &Client) -> Result<(), ReadError> {
+    fn connection_lost(&self) {
+        self.store.set_connected(false);
+        Counters::set(&self.metrics.counters.zk_connected, 0);
+        warn!("ZooKeeper connection lost; serving the last map (stale)");
+    }
+
+    fn connection_back(&self) {
+        info!("ZooKeeper connection back; re-reading the zones");
+        Counters::add(&self.metrics.counters.zk_reconnects, 1);
+        Counters::set(&self.metrics.counters.zk_connected, 1);
+    }
+
+    /// Reads the whole subtree (the zones this stub serves) and replaces the map with it.
+    async fn resync(&mut self, client: &Client) -> Result<(), ZkError> {
         let started = Instant::now();
-        let mut tree = full_read(client, &self.layout, &self.tree).await?;
+        // keeps the filter, and the memory of bad nodes already reported
+        let mut tree = self.tree.fresh();
+        let zones: Vec<String> = zone::zone_names(client, &self.layout)
+            .await?
+            .into_iter()
+            .filter(|z| tree.wants_zone(z))
+            .collect();
+        let layout = &self.layout;
+        zone::read_subtree(client, layout, &zones, true, |found| {
+            tree.apply(
+                layout,
+                found.path,
+                Some(&node_state(found.data, &found.stat)),
+            );
+        })
+        .await?;
         tree.shrink_to_fit();
         self.tree = tree;
         // hundreds of ms at 100k names: off the runtime's one worker, so TCP and forwarded
@@ -237,7 +296,7 @@ impl Sync {
         let snapshot = off_the_worker(|| self.tree.snapshot());
         let (names, map_bytes) = (snapshot.names, snapshot.heap_bytes());
         self.store.publish(snapshot);
-        release_free_memory();
+        crate::sys::release_free_memory();
         let c = &self.metrics.counters;
         Counters::add(&c.zk_resyncs, 1);
         Counters::set(&c.zk_last_resync_ms, started.elapsed().as_millis() as u64);
@@ -255,13 +314,11 @@ impl Sync {
 
     /// Applies one node's state to the tree: whether the map changed, or an error when the
     /// change needs a full read.
-    fn apply(&mut self, path: &str, state: Option<&NodeState>) -> Result<bool, ReadError> {
+    fn apply(&mut self, path: &str, state: Option<&NodeState>) -> Result<bool, RefreshError> {
         match self.tree.apply(&self.layout, path, state) {
             Applied::Unchanged => Ok(false),
             Applied::Changed => Ok(true),
-            Applied::Resync => Err(ReadError(zookeeper_client::Error::UnexpectedError(
-                format!("{path} changed the zone layout; reading everything again"),
-            ))),
+            Applied::Resync => Err(RefreshError::Layout(path.to_string())),
         }
     }
 
@@ -271,7 +328,7 @@ impl Sync {
         &mut self,
         client: &Client,
         paths: BTreeMap<String, bool>,
-    ) -> Result<(), ReadError> {
+    ) -> Result<(), RefreshError> {
         // a node whose last event deleted it is gone: nothing to read (the round trip saved
         // is most of what a delete takes to reach DNS); children before parents
         let mut changed = false;
@@ -322,7 +379,7 @@ impl Sync {
             let state = match result {
                 Ok((data, stat)) => Some(node_state(data, &stat)),
                 Err(zookeeper_client::Error::NoNode) => None,
-                Err(e) => return Err(ReadError(e)),
+                Err(e) => return Err(ZkError::request(path)(e).into()),
             };
             changed |= self.apply(path, state.as_ref())?;
         }
@@ -339,6 +396,18 @@ impl Sync {
     }
 }
 
+/// An error with its causes, for a log line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Runs `f` in `block_in_place` where the runtime allows it (multi-threaded), else in place.
 fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
@@ -346,123 +415,4 @@ fn off_the_worker<T>(f: impl FnOnce() -> T) -> T {
         Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
     }
-}
-
-/// Hands the heap that a full read used and freed back to the system: glibc keeps it
-/// otherwise, and the stub would sit at its peak RSS (the old map, the new one and the reads).
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
-    unsafe {
-        nix::libc::malloc_trim(0);
-    }
-}
-
-fn is_terminal(client: &Client) -> bool {
-    client.state().is_terminated()
-}
-
-enum Op<'a> {
-    Data(&'a str),
-    Children(&'a str),
-}
-
-/// Runs read operations in multiRead batches, a few batches in flight at once, handing each
-/// result (with the index of its operation) to `each` as its batch completes: 100k results
-/// are never all held at once.
-async fn multi_read(
-    client: &Client,
-    ops: &[Op<'_>],
-    mut each: impl FnMut(usize, MultiReadResult),
-) -> Result<(), ReadError> {
-    let mut batches = Vec::new();
-    for chunk in ops.chunks(READ_BATCH) {
-        let mut reader = client.new_multi_reader();
-        for op in chunk {
-            match op {
-                Op::Data(p) => reader.add_get_data(p),
-                Op::Children(p) => reader.add_get_children(p),
-            }
-            .map_err(ReadError)?;
-        }
-        // lazy: the request goes out when the stream below polls it
-        batches.push(async move { reader.commit().await });
-    }
-    let mut results = futures_util::stream::iter(batches).buffered(READS_IN_FLIGHT);
-    let mut index = 0;
-    while let Some(batch) = results.next().await {
-        for result in batch.map_err(ReadError)? {
-            each(index, result);
-            index += 1;
-        }
-    }
-    Ok(())
-}
-
-/// Reads the whole zones subtree into a fresh tree (keeping `base`'s filter and the memory of
-/// bad nodes already reported). Nodes that vanish mid-read are skipped; their events follow.
-async fn full_read(client: &Client, layout: &Layout, base: &Tree) -> Result<Tree, ReadError> {
-    let mut tree = base.fresh();
-    let zones = match client.list_children(&layout.zones()).await {
-        Ok(z) => z,
-        Err(zookeeper_client::Error::NoNode) => Vec::new(),
-        Err(e) => return Err(ReadError(e)),
-    };
-    let zone_paths: Vec<String> = zones
-        .iter()
-        .filter(|z| tree.wants_zone(z))
-        .map(|z| layout.zone(z))
-        .collect();
-    let ops: Vec<Op> = zone_paths
-        .iter()
-        .flat_map(|p| [Op::Data(p), Op::Children(p)])
-        .collect();
-    let mut set_paths = Vec::new();
-    let mut zone_data = None;
-    multi_read(client, &ops, |i, result| match result {
-        MultiReadResult::Data { data, stat } => zone_data = Some(node_state(data, &stat)),
-        MultiReadResult::Children { children } => {
-            let path = &zone_paths[i / 2];
-            if let Some(state) = zone_data.take() {
-                tree.apply(layout, path, Some(&state));
-                set_paths.extend(children.iter().map(|c| format!("{path}/{c}")));
-            }
-        }
-        MultiReadResult::Error { .. } => zone_data = None, // gone since the listing
-        _ => {}
-    })
-    .await?;
-
-    let ops: Vec<Op> = set_paths.iter().map(|p| Op::Data(p)).collect();
-    let mut with_members = Vec::new();
-    multi_read(client, &ops, |i, result| {
-        if let MultiReadResult::Data { data, stat } = result {
-            tree.apply(layout, &set_paths[i], Some(&node_state(data, &stat)));
-            if stat.num_children > 0 {
-                with_members.push(i);
-            }
-        }
-    })
-    .await?;
-
-    let ops: Vec<Op> = with_members
-        .iter()
-        .map(|&i| Op::Children(&set_paths[i]))
-        .collect();
-    let mut member_paths = Vec::new();
-    multi_read(client, &ops, |i, result| {
-        if let MultiReadResult::Children { children } = result {
-            let path = &set_paths[with_members[i]];
-            member_paths.extend(children.iter().map(|c| format!("{path}/{c}")));
-        }
-    })
-    .await?;
-    let ops: Vec<Op> = member_paths.iter().map(|p| Op::Data(p)).collect();
-    multi_read(client, &ops, |i, result| {
-        if let MultiReadResult::Data { data, stat } = result {
-            tree.apply(layout, &member_paths[i], Some(&node_state(data, &stat)));
-        }
-    })
-    .await?;
-    Ok(tree)
 }

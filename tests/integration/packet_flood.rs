@@ -10,7 +10,7 @@ use std::time::Duration;
 use hickory_proto::rr::RecordType;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use zkdns::dns::fuzz_support::{
+use zkdns::testkit::{
     CLIENT, MapState, Verdict, answer_packet, build_query, check_reply, random_packet, test_nodes,
     test_snapshot,
 };
@@ -21,7 +21,7 @@ const UDP_PACKETS: usize = 3_000;
 const TCP_PACKETS: usize = 300;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// `zkdns serve --no-upstream` with the fuzz test tree (`fuzz_support::test_nodes`) loaded.
+/// `zkdns serve --no-upstream` with the fuzz test tree (`testkit::test_nodes`) loaded.
 async fn stub_with_test_tree() -> Zkdns {
     let zk = ZooKeeper::shared();
     let root = unique_root();
@@ -179,7 +179,7 @@ fn probe(server: SocketAddr, packet: &[u8]) -> Seen {
 }
 
 /// RFC 8906 probes (and the RFC 9267 shapes) to zkdns and to Knot 3.2 serving the same zone.
-/// Where they differ, both answers are pinned here and in the README.
+/// Where they differ, both answers are pinned here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc8906_probes_against_knot() {
     let knot = Knot::start(&[(

@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::names::{RelName, ZoneName};
 use crate::records::{MAX_PAYLOAD, RecordSetJson};
-use crate::zonefile::{ZoneContent, ZoneFileError};
+use crate::tooling::zonefile::{ZoneContent, ZoneFileError};
 
 /// The record-set name of a host name as hosts files and JSON maps give it (see the module
 /// docs for relative and absolute names).
@@ -236,15 +236,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Entries<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::fixtures::{rel, zone};
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    fn zone() -> ZoneName {
-        ZoneName::parse("cluster.test").unwrap()
-    }
-
-    fn rel(name: &str) -> RelName {
-        RelName::from_znode(name, &zone()).unwrap()
-    }
 
     fn hosts(text: &str) -> Result<ZoneContent, ZoneFileError> {
         let mut m = HostMap::new(zone());

@@ -12,11 +12,11 @@ use futures_util::future::join_all;
 use zookeeper_client::Client;
 
 use crate::cli::{CheckArgs, GlobalArgs};
+use crate::config::{pick_upstreams, zk_config};
 use crate::dns::forward;
 use crate::error::Failure;
 use crate::metrics::RCODES;
-use crate::names::ZoneName;
-use crate::serve::pick_upstreams;
+use crate::names::{ZoneName, list};
 use crate::zk::{Layout, ZkConfig, ZkError, close, connect};
 
 /// The outcome of the checks, printed as they are made.
@@ -37,18 +37,6 @@ impl Report {
         self.failed += 1;
         println!("FAIL {what}: {reason}");
     }
-}
-
-/// `a, b, c`, or `none`.
-pub(crate) fn list<T: Display>(items: &[T]) -> String {
-    if items.is_empty() {
-        return "none".into();
-    }
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn rcode_name(rcode: u16) -> String {
@@ -95,7 +83,7 @@ pub async fn run(global: &GlobalArgs, args: CheckArgs) -> Result<(), Failure> {
         ),
     );
 
-    let zk = ZkConfig::from_global(global)?;
+    let zk = zk_config(global)?;
     check_zookeeper(&mut report, &zk, &layout, &args.zones).await?;
     check_upstreams(
         &mut report,

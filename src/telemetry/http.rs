@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::exposition::{self, Exposition, Sources};
+use crate::telemetry::exposition::{self, Exposition, Sources};
 
 /// How long a scrape under way may take to finish once shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);

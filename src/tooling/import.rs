@@ -1,95 +1,29 @@
-//! `zkdns import`: the input (zone files via [`crate::zonefile`], hosts files and the old
-//! JSON map via [`crate::hostmap`], from files or one znode) becomes the record sets of a
-//! zone, is compared with what ZooKeeper holds ([`plan`]), and the difference is written in
-//! multi-transactions batched well below jute.maxbuffer ([`batches`]). Nothing is written
-//! until every input has been read without error. Reading, planning and batching are pure;
-//! [`run`] does the I/O.
+//! What `zkdns import` writes: the input (zone files via [`super::zonefile`], hosts files and
+//! the old JSON map via [`super::hostmap`], from files or one znode) becomes the record sets of
+//! a zone ([`read_sources`]), is compared with what ZooKeeper holds ([`plan`]), and the
+//! difference is cut into multi-transactions well below jute.maxbuffer ([`batches`]). All of it
+//! is pure; the command (`cmd::import`) reads ZooKeeper and commits the batches.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 
 use anyhow::anyhow;
-use clap::ValueEnum;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use zookeeper_client::{Client, MultiWriteError};
 
-use crate::admin::{self, SetNode, ZoneNodes};
-use crate::cli::{GlobalArgs, ImportArgs};
-use crate::error::{Failure, ResultExt};
-use crate::hostmap::HostMap;
+use crate::cli::ImportFormat;
+use crate::error::Failure;
 use crate::names::{RelName, ZoneName};
-use crate::records::{RecordSetJson, ZoneJson};
-use crate::zk::{Layout, ZkError, is_conflict};
-use crate::zonefile::{ZoneBuilder, ZoneContent, ZoneFileError, detect_zone};
+use crate::records::{RecordSetJson, ZoneJson, decode_set};
+use crate::tooling::hostmap::HostMap;
+use crate::tooling::zonefile::{ZoneBuilder, ZoneContent, ZoneFileError, detect_zone};
+use crate::zk::Layout;
+use crate::zk::write::Op;
+use crate::zk::zone::{SetNode, ZoneNodes};
 
 /// Most operations in one multi-transaction.
 pub const BATCH_OPS: usize = 500;
 /// Most bytes (data and paths) in one multi-transaction: half of jute.maxbuffer.
 pub const BATCH_BYTES: usize = 512 * 1024;
-/// Times an import re-reads and retries after someone else changed a node it was writing.
-const ATTEMPTS: usize = 3;
-/// Imports with more writes than this show a progress bar (when stderr is a terminal).
-pub const PROGRESS_MIN_OPS: usize = 1000;
-
-/// What the input of `zkdns import` is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ImportFormat {
-    /// RFC 1035 zone files
-    Zone,
-    /// /etc/hosts syntax: ADDRESS NAME [ALIAS…] lines
-    Hosts,
-    /// The old system's JSON map {"hostname": "ip", …}
-    JsonMap,
-}
-
-impl std::fmt::Display for ImportFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = self
-            .to_possible_value()
-            .map(|v| v.get_name().to_string())
-            .unwrap_or_default();
-        f.write_str(&name)
-    }
-}
-
-/// A write, as one operation of a multi-transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
-    /// Creates a persistent node.
-    Create {
-        path: String,
-        data: Vec<u8>,
-    },
-    SetData {
-        path: String,
-        data: Vec<u8>,
-        version: i32,
-    },
-    Delete {
-        path: String,
-        version: i32,
-    },
-}
-
-impl Op {
-    /// What the operation adds to a request, roughly: its path, its data and framing.
-    fn size(&self) -> usize {
-        let (path, data) = match self {
-            Op::Create { path, data } | Op::SetData { path, data, .. } => (path, data.len()),
-            Op::Delete { path, .. } => (path, 0),
-        };
-        path.len() + data + 32
-    }
-
-    fn path(&self) -> &str {
-        match self {
-            Op::Create { path, .. } | Op::SetData { path, .. } | Op::Delete { path, .. } => path,
-        }
-    }
-}
-
 /// Operations that must share a transaction, and what they count as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
@@ -126,7 +60,7 @@ pub enum Change {
         new: RecordSetJson,
         version: i32,
         /// Re-create the node as a persistent one: it may be a container about to be removed
-        /// ([`admin::may_be_reaped`]).
+        /// ([`crate::zk::zone::may_be_reaped`]).
         recreate: bool,
     },
     Delete {
@@ -154,7 +88,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, other: Counts) {
+    pub fn add(&mut self, other: Counts) {
         self.created += other.created;
         self.updated += other.updated;
         self.deleted += other.deleted;
@@ -351,7 +285,7 @@ pub fn plan(
                 new: new.clone(),
             }),
             Some(node) => {
-                let old = admin::decode_set(&node.data).ok().map(|mut j| {
+                let old = decode_set(&node.data).ok().map(|mut j| {
                     j.normalise();
                     j
                 });
@@ -420,47 +354,6 @@ pub fn batches(units: Vec<Unit>, max_ops: usize, max_bytes: usize) -> Vec<Batch>
     out
 }
 
-/// Why a transaction failed.
-enum ApplyError {
-    /// Someone changed a node between our read and our write: read again and retry.
-    Conflict(String, zookeeper_client::Error),
-    Other(ZkError),
-}
-
-/// Commits one transaction.
-async fn commit(client: &Client, batch: &[Op]) -> Result<(), ApplyError> {
-    // owner-only writes when zkdns has credentials, else open (see zk::auth)
-    let options = crate::zk::auth::persistent();
-    let mut writer = client.new_multi_writer();
-    for op in batch {
-        let added = match op {
-            Op::Create { path, data } => writer.add_create(path, data, &options),
-            Op::SetData {
-                path,
-                data,
-                version,
-            } => writer.add_set_data(path, data, Some(*version)),
-            Op::Delete { path, version } => writer.add_delete(path, Some(*version)),
-        };
-        added.map_err(|e| ApplyError::Other(ZkError::request(op.path())(e)))?;
-    }
-    match writer.commit().await {
-        Ok(_) => Ok(()),
-        Err(MultiWriteError::OperationFailed { index, source }) => {
-            let path = batch.get(index).map_or("?", Op::path).to_string();
-            if is_conflict(&source) {
-                Err(ApplyError::Conflict(path, source))
-            } else {
-                Err(ApplyError::Other(ZkError::request(&path)(source)))
-            }
-        }
-        Err(MultiWriteError::RequestFailed { source }) => {
-            let path = batch.first().map_or("?", Op::path);
-            Err(ApplyError::Other(ZkError::request(path)(source)))
-        }
-    }
-}
-
 /// One input of an import: a file's or a znode's text.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -490,7 +383,7 @@ impl Source {
 }
 
 /// The zone a hosts file or JSON map goes in: `--zone`, which those formats need.
-fn map_zone(format: ImportFormat, zone: Option<&ZoneName>) -> Result<&ZoneName, Failure> {
+pub fn map_zone(format: ImportFormat, zone: Option<&ZoneName>) -> Result<&ZoneName, Failure> {
     zone.ok_or_else(|| {
         Failure::input(anyhow!(
             "--format {format} needs --zone: the host names are relative to it"
@@ -550,183 +443,11 @@ fn format_hint(name: &str) -> &'static str {
     }
 }
 
-/// Reads the input of `--from-znode`: a znode's data as text.
-async fn read_znode(client: &Client, path: &str) -> Result<Source, Failure> {
-    let name = format!("znode {path}");
-    let data = match client.get_data(path).await {
-        Ok((data, _)) => data,
-        Err(zookeeper_client::Error::NoNode) => {
-            return Err(Failure::input(anyhow!(
-                "--from-znode {path}: there is no such znode"
-            )));
-        }
-        Err(zookeeper_client::Error::BadArguments(why)) => {
-            return Err(Failure::input(anyhow!(
-                "--from-znode {path:?} is not a ZooKeeper path ({why})"
-            )));
-        }
-        Err(e) => return Err(Failure::runtime(ZkError::request(path)(e))),
-    };
-    let text = String::from_utf8(data)
-        .map_err(|_| Failure::input(anyhow!("{name}: its data is not UTF-8 text")))?;
-    Ok(Source::new(name, text, None))
-}
-
-/// Nodes from the top of the chroot down to `<root>/zones` that do not exist yet.
-async fn missing_parents(client: &Client, layout: &Layout) -> Result<Vec<String>, ZkError> {
-    let zones = layout.zones();
-    let mut paths = Vec::new();
-    for (i, c) in zones.char_indices().skip(1) {
-        if c == '/' {
-            paths.push(zones[..i].to_string());
-        }
-    }
-    paths.push(zones);
-    let mut missing = Vec::new();
-    for path in paths {
-        if client
-            .check_stat(&path)
-            .await
-            .map_err(ZkError::request(&path))?
-            .is_none()
-        {
-            missing.push(path);
-        }
-    }
-    Ok(missing)
-}
-
-/// A progress bar on stderr for imports of more than [`PROGRESS_MIN_OPS`] writes, drawn only
-/// when stderr is a terminal (hidden otherwise, so logs and pipes stay clean).
-fn progress_bar(zone: &ZoneName, batches: &[Batch]) -> ProgressBar {
-    let ops: usize = batches.iter().map(|b| b.ops.len()).sum();
-    if ops <= PROGRESS_MIN_OPS || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let style = ProgressStyle::with_template("{prefix}: [{bar:40}] {pos}/{len} writes, {eta} left")
-        .expect("valid template")
-        .progress_chars("=> ");
-    ProgressBar::with_draw_target(Some(ops as u64), ProgressDrawTarget::stderr())
-        .with_style(style)
-        .with_prefix(zone.to_string())
-}
-
-/// Brings one zone in ZooKeeper to `content`; returns what changed.
-async fn import_zone(
-    client: &Client,
-    layout: &Layout,
-    content: &ZoneContent,
-    args: &ImportArgs,
-) -> Result<Counts, Failure> {
-    let mut total = Counts::default();
-    for attempt in 1..=ATTEMPTS {
-        let parents = missing_parents(client, layout).await.or_runtime()?;
-        let existing = admin::read_zone(client, layout, &content.zone, false)
-            .await
-            .or_runtime()?;
-        let plan = plan(content, existing.as_ref(), parents, args.prune);
-        for note in &plan.notes {
-            eprintln!("zkdns: note: {note}");
-        }
-        if args.dry_run {
-            print!("{}", plan.diff());
-            return Ok(plan.counts());
-        }
-        let batches = batches(plan.units(layout), BATCH_OPS, BATCH_BYTES);
-        let progress = progress_bar(&content.zone, &batches);
-        let mut conflict = None;
-        for batch in batches {
-            match commit(client, &batch.ops).await {
-                Ok(()) => {
-                    total.add(batch.counts);
-                    progress.inc(batch.ops.len() as u64);
-                }
-                Err(ApplyError::Other(e)) => {
-                    progress.finish_and_clear();
-                    return Err(Failure::runtime(e));
-                }
-                Err(ApplyError::Conflict(path, e)) => {
-                    conflict = Some((path, e));
-                    break;
-                }
-            }
-        }
-        progress.finish_and_clear();
-        let Some((path, e)) = conflict else {
-            return Ok(total);
-        };
-        if attempt == ATTEMPTS {
-            return Err(Failure::runtime(anyhow!(
-                "{path} kept changing while importing ({e}); run the import again"
-            )));
-        }
-        eprintln!("zkdns: note: {path} changed while importing ({e}); reading it again");
-    }
-    unreachable!("the last attempt returns")
-}
-
-/// Runs `zkdns import`.
-pub async fn run(global: &GlobalArgs, args: ImportArgs) -> Result<(), Failure> {
-    // a bad --root is reported before the files are read
-    Layout::new(&global.root).or_input()?;
-    let format = args.format.unwrap_or(match args.from_znode {
-        Some(_) => ImportFormat::JsonMap,
-        None => ImportFormat::Zone,
-    });
-    if format != ImportFormat::Zone {
-        map_zone(format, args.zone.as_ref())?;
-    }
-    // files are read and checked before ZooKeeper is asked anything
-    let from_files = match &args.from_znode {
-        Some(_) => None,
-        None => {
-            let sources = args
-                .files
-                .iter()
-                .map(|f| Source::file(f))
-                .collect::<Result<Vec<_>, _>>()?;
-            Some(read_sources(&sources, format, args.zone.as_ref())?)
-        }
-    };
-    admin::with_session(global, async |client, layout| {
-        let zones = match (from_files, &args.from_znode) {
-            (Some(zones), _) => zones,
-            (None, Some(path)) => {
-                let source = read_znode(client, path).await?;
-                read_sources(&[source], format, args.zone.as_ref())?
-            }
-            (None, None) => unreachable!("files or --from-znode"),
-        };
-        for zone in &zones {
-            for warning in &zone.warnings {
-                eprintln!("zkdns: warning: {warning}");
-            }
-        }
-        for content in &zones {
-            let counts = import_zone(client, layout, content, &args).await?;
-            let note = match (args.dry_run, counts.is_zero()) {
-                (true, _) => " (dry run: nothing written)",
-                (false, true) => " (unchanged)",
-                (false, false) => "",
-            };
-            println!(
-                "{}: {} created, {} updated, {} deleted{note}",
-                content.zone, counts.created, counts.updated, counts.deleted
-            );
-        }
-        Ok(())
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::fixtures::zone;
     use zookeeper_client::Stat;
-
-    fn zone() -> ZoneName {
-        ZoneName::parse("cluster.test").unwrap()
-    }
 
     fn content(text: &str) -> ZoneContent {
         let mut b = ZoneBuilder::new(zone());

@@ -905,15 +905,8 @@ pub fn render(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::fixtures::{rel, zone};
     use crate::records::decode_zone;
-
-    fn zone() -> ZoneName {
-        ZoneName::parse("cluster.test").unwrap()
-    }
-
-    fn rel(name: &str) -> RelName {
-        RelName::from_znode(name, &zone()).unwrap()
-    }
 
     fn load(text: &str) -> Result<ZoneContent, ZoneFileError> {
         let mut b = ZoneBuilder::new(zone());

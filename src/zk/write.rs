@@ -1,0 +1,181 @@
+//! Writing zones into ZooKeeper, for the tools: a record set's payload written against the
+//! version it was read at, multi-transactions of creates, sets and deletes, and the parent
+//! nodes above the zones. A write that finds the node changed under it reports a conflict, so
+//! that the caller reads again instead of overwriting someone else's change.
+
+use thiserror::Error;
+use zookeeper_client::{Client, MultiWriteError, Stat};
+
+use crate::zk::auth::persistent;
+use crate::zk::zone::may_be_reaped;
+use crate::zk::{Layout, ZkError};
+
+/// Whether a write failed because the node changed under it (another writer got there
+/// first): read again and retry, rather than give up.
+pub fn is_conflict(e: &zookeeper_client::Error) -> bool {
+    matches!(
+        e,
+        zookeeper_client::Error::BadVersion
+            | zookeeper_client::Error::NodeExists
+            | zookeeper_client::Error::NoNode
+            | zookeeper_client::Error::NotEmpty
+    )
+}
+
+/// Reads a node's data and stat; `None` when it does not exist.
+pub async fn get(client: &Client, path: &str) -> Result<Option<(Vec<u8>, Stat)>, ZkError> {
+    match client.get_data(path).await {
+        Ok(found) => Ok(Some(found)),
+        Err(zookeeper_client::Error::NoNode) => Ok(None),
+        Err(e) => Err(ZkError::request(path)(e)),
+    }
+}
+
+/// Writes a record set's new payload: creates the node, or sets its data if still at
+/// `current`'s version, or re-creates it as persistent if it [`may_be_reaped`]. `Ok(false)`:
+/// the node changed in between; read again.
+pub async fn write_set(
+    client: &Client,
+    path: &str,
+    current: Option<&Stat>,
+    payload: &[u8],
+) -> Result<bool, ZkError> {
+    let result = match current {
+        None => client
+            .create(path, payload, &persistent())
+            .await
+            .map(|_| ()),
+        Some(stat) if may_be_reaped(stat) => {
+            let mut writer = client.new_multi_writer();
+            writer
+                .add_delete(path, Some(stat.version))
+                .and_then(|()| writer.add_create(path, payload, &persistent()))
+                .map_err(ZkError::request(path))?;
+            writer.commit().await.map(|_| ()).map_err(Into::into)
+        }
+        Some(stat) => client
+            .set_data(path, payload, Some(stat.version))
+            .await
+            .map(|_| ()),
+    };
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if is_conflict(&e) => Ok(false),
+        Err(e) => Err(ZkError::request(path)(e)),
+    }
+}
+
+/// Creates a persistent node (and any missing parents), as `set` does for a new zone.
+pub async fn make_node(client: &Client, path: &str) -> Result<(), ZkError> {
+    client
+        .mkdir(path, &persistent())
+        .await
+        .map_err(ZkError::request(path))
+}
+
+/// A write, as one operation of a multi-transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Creates a persistent node.
+    Create {
+        path: String,
+        data: Vec<u8>,
+    },
+    SetData {
+        path: String,
+        data: Vec<u8>,
+        version: i32,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+}
+
+impl Op {
+    /// What the operation adds to a request, roughly: its path, its data and framing.
+    pub fn size(&self) -> usize {
+        let (path, data) = match self {
+            Op::Create { path, data } | Op::SetData { path, data, .. } => (path, data.len()),
+            Op::Delete { path, .. } => (path, 0),
+        };
+        path.len() + data + 32
+    }
+
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Create { path, .. } | Op::SetData { path, .. } | Op::Delete { path, .. } => path,
+        }
+    }
+}
+
+/// Why a multi-transaction failed.
+#[derive(Debug, Error)]
+pub enum CommitError {
+    /// Someone changed a node between our read and our write: read again and retry.
+    #[error("{path} changed while writing ({source})")]
+    Conflict {
+        path: String,
+        source: zookeeper_client::Error,
+    },
+    #[error(transparent)]
+    Other(#[from] ZkError),
+}
+
+/// Commits `ops` as one multi-transaction: all of them, or none.
+pub async fn commit(client: &Client, ops: &[Op]) -> Result<(), CommitError> {
+    // owner-only writes when zkdns has credentials, else open (see zk::auth)
+    let options = persistent();
+    let mut writer = client.new_multi_writer();
+    for op in ops {
+        let added = match op {
+            Op::Create { path, data } => writer.add_create(path, data, &options),
+            Op::SetData {
+                path,
+                data,
+                version,
+            } => writer.add_set_data(path, data, Some(*version)),
+            Op::Delete { path, version } => writer.add_delete(path, Some(*version)),
+        };
+        added.map_err(ZkError::request(op.path()))?;
+    }
+    match writer.commit().await {
+        Ok(_) => Ok(()),
+        Err(MultiWriteError::OperationFailed { index, source }) => {
+            let path = ops.get(index).map_or("?", Op::path).to_string();
+            if is_conflict(&source) {
+                Err(CommitError::Conflict { path, source })
+            } else {
+                Err(ZkError::request(&path)(source).into())
+            }
+        }
+        Err(MultiWriteError::RequestFailed { source }) => {
+            let path = ops.first().map_or("?", Op::path);
+            Err(ZkError::request(path)(source).into())
+        }
+    }
+}
+
+/// Nodes from the top of the chroot down to `<root>/zones` that do not exist yet.
+pub async fn missing_parents(client: &Client, layout: &Layout) -> Result<Vec<String>, ZkError> {
+    let zones = layout.zones();
+    let mut paths = Vec::new();
+    for (i, c) in zones.char_indices().skip(1) {
+        if c == '/' {
+            paths.push(zones[..i].to_string());
+        }
+    }
+    paths.push(zones);
+    let mut missing = Vec::new();
+    for path in paths {
+        if client
+            .check_stat(&path)
+            .await
+            .map_err(ZkError::request(&path))?
+            .is_none()
+        {
+            missing.push(path);
+        }
+    }
+    Ok(missing)
+}
