@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# zkdns's benchmarks, in one command. See "Performance" in README.md.
+# zkdns's benchmarks, in one command. See docs/benchmarks.md.
 #
 #   bench/run.sh [--quick] [PART...]
 #

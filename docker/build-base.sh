@@ -7,7 +7,7 @@
 # env:   ZKDNS_DEBIAN_MIRROR  package mirror (default http://deb.debian.org/debian)
 #        ZKDNS_BASE_REBUILD=1 build even when IMAGE exists (otherwise an existing IMAGE is kept)
 #
-# Then: docker build --build-arg BASE=zkdns-base:bookworm …  (see README, "Running in containers")
+# Then: docker build --build-arg BASE=zkdns-base:bookworm …  (see docs/deployment.md)
 set -euo pipefail
 
 image=${1:-zkdns-base:bookworm}

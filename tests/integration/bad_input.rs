@@ -1,4 +1,4 @@
-//! The bad-input table of the README ("Bad input"), row by row, through the real binary and a
+//! The bad-input table of docs/data.md ("Bad input"), row by row, through the real binary and a
 //! real ZooKeeper: each bad znode is skipped with one warning that names its path and the
 //! reason, never reaches an answer or the hosts file, and every good name keeps answering.
 //! Then the limits: data over the size limit, and 10,000 addresses under one name (UDP: TC;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use zkdns::dns::fuzz_support::build_query;
+use zkdns::testkit::build_query;
 use zookeeper_client::{Acls, CreateMode};
 
 use crate::support::*;

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "zkdns-bench",
-    about = "Benchmark drivers for zkdns (see bench/README in the main README)"
+    about = "Benchmark drivers for zkdns (see docs/benchmarks.md)"
 )]
 struct Cli {
     #[command(subcommand)]
