@@ -11,7 +11,6 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use zookeeper_client::{Acls, CreateMode};
 
-use crate::register::Daemon;
 use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);

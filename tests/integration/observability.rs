@@ -647,7 +647,7 @@ async fn hosts_mode_serves_metrics_and_counts_its_writes() {
     let mut cmd = zkdns_cmd(zk, &root);
     cmd.args(["hosts", "--metrics", "127.0.0.1:0", "--file"])
         .arg(&file);
-    let hosts = crate::register::Daemon::spawn("zkdns hosts", cmd);
+    let hosts = Daemon::spawn("zkdns hosts", cmd);
     hosts.expect_log(METRICS_LINE);
     let logs = hosts.logs();
     let http: SocketAddr = logs

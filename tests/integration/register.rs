@@ -2,10 +2,10 @@
 //! the process runs, goes at once on SIGTERM and after the session timeout on `kill -9`, comes
 //! back after a forced session expiry, follows its health check, publishes SRV records, and
 //! creates record sets as CONTAINER nodes that ZooKeeper reaps (keeping data someone else
-//! wrote onto them). Also [`Daemon`], the fixture for long-running commands other than `serve`.
+//! wrote onto them).
 
 use std::net::SocketAddr;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -16,115 +16,6 @@ use crate::support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const ZONE: &str = "r.test";
-
-/// A long-running `zkdns` command (`register`, `hosts`) with its stderr collected. Killed on
-/// Drop, its log printed if the test is failing. (A candidate for `support/`.)
-pub struct Daemon {
-    process: Guarded,
-    log: StderrLog,
-}
-
-impl Daemon {
-    pub fn spawn(name: &str, cmd: Command) -> Daemon {
-        let (process, log) = StderrLog::spawn(name, cmd);
-        Daemon { process, log }
-    }
-
-    pub fn logs(&self) -> String {
-        self.log.text()
-    }
-
-    /// Lines containing `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.logs().lines().filter(|l| l.contains(needle)).count()
-    }
-
-    /// Waits until at least `n` lines contain `needle`; `false` after `timeout` or once the
-    /// process has closed its stderr without it.
-    pub fn wait_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
-        self.log.wait_until(timeout, |text| {
-            text.lines().filter(|l| l.contains(needle)).count() >= n
-        })
-    }
-
-    /// Waits for a line containing `needle`, panicking with the log if none comes.
-    pub fn expect_log(&self, needle: &str) {
-        assert!(
-            self.wait_count(needle, 1, DEADLINE),
-            "no log line with {needle:?} within {DEADLINE:?}:\n{}",
-            self.logs()
-        );
-    }
-
-    /// Sends SIGTERM and asserts a clean exit (status 0) within [`DEADLINE`].
-    pub fn terminate(&mut self) {
-        self.signal(libc::SIGTERM);
-        let status = self.wait_exit(DEADLINE);
-        assert!(
-            status.success(),
-            "{} exited with {status}:\n{}",
-            self.process.name(),
-            self.logs()
-        );
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.process.id() as i32
-    }
-
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on the pid of a child we have not reaped yet
-        unsafe {
-            libc::kill(self.pid(), signal);
-        }
-    }
-
-    /// Waits for the process to exit; panics after `timeout`.
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.process.try_wait() {
-                self.log.wait_closed(Duration::from_secs(2));
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} still running {timeout:?} later:\n{}",
-                self.process.name(),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn assert_running(&mut self) {
-        if let Some(status) = self.process.try_wait() {
-            panic!(
-                "{} exited with {status}:\n{}",
-                self.process.name(),
-                self.logs()
-            );
-        }
-    }
-
-    /// SIGKILL.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.process.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "----- {} log -----\n{}----- end of log -----",
-                self.process.name(),
-                self.logs()
-            );
-        }
-    }
-}
 
 /// `zkdns [--zk-session-timeout T] register ARGS…` against `connect` under `root`.
 fn register_at(connect: &str, root: &str, session: Option<&str>, args: &[&str]) -> Daemon {
@@ -154,10 +45,22 @@ fn run_once(zk_connect: &str, root: &str, args: &[&str]) -> (i32, String) {
     )
 }
 
-async fn seed_zone(zk: &ZooKeeper, root: &str) -> Client {
-    let c = zk.client().await;
-    put_zone(&c, root, ZONE, "").await;
-    c
+/// What most tests start from: a fresh root holding the zone [`ZONE`] on the shared
+/// ZooKeeper, and a session to look at it with.
+struct Fixture {
+    zk: &'static ZooKeeper,
+    root: String,
+    c: Client,
+}
+
+impl Fixture {
+    async fn new() -> Fixture {
+        let zk = ZooKeeper::shared();
+        let root = unique_root();
+        let c = zk.client().await;
+        put_zone(&c, &root, ZONE, "").await;
+        Fixture { zk, root, c }
+    }
 }
 
 fn member_path(root: &str, name: &str, id: &str) -> String {
@@ -207,9 +110,7 @@ fn answered(addrs: &[&str]) -> Option<(ResponseCode, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registered_name_answers_and_goes_at_once_on_sigterm() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = seed_zone(zk, &root).await;
+    let Fixture { zk, root, c } = Fixture::new().await;
     let stub = Zkdns::serve_ready(zk, &root, &[]);
     // the longest session the test server allows: the member must go long before it ends
     let mut reg = register_at(
@@ -265,9 +166,7 @@ async fn registered_name_answers_and_goes_at_once_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_register_goes_when_its_session_times_out() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = seed_zone(zk, &root).await;
+    let Fixture { zk, root, c } = Fixture::new().await;
     let stub = Zkdns::serve_ready(zk, &root, &[]);
     let mut reg = register_at(
         &zk.connect_string(),
@@ -300,9 +199,7 @@ async fn killed_register_goes_when_its_session_times_out() {
 async fn expired_session_registers_again() {
     // register reaches ZooKeeper through a proxy; the cut lasts until ZooKeeper itself has
     // expired the session (the member is gone), which is a real expiry, not a reconnect
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = seed_zone(zk, &root).await;
+    let Fixture { zk, root, c } = Fixture::new().await;
     let proxy = TcpProxy::start(zk.addr());
     let mut reg = register_at(
         &proxy.connect_string(),
@@ -342,9 +239,7 @@ async fn expired_session_registers_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_check_withdraws_and_restores() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = seed_zone(zk, &root).await;
+    let Fixture { zk, root, c } = Fixture::new().await;
     let stub = Zkdns::serve_ready(zk, &root, &[]);
     let dir = tempfile::tempdir().unwrap();
     let healthy = dir.path().join("healthy");
@@ -420,9 +315,7 @@ async fn health_check_withdraws_and_restores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_and_srv_publish_srv_records() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = seed_zone(zk, &root).await;
+    let Fixture { zk, root, c } = Fixture::new().await;
     let stub = Zkdns::serve_ready(zk, &root, &[]);
     let a = register(
         zk,
@@ -491,7 +384,8 @@ async fn record_sets_are_containers_and_written_data_is_kept() {
     // a server that reaps containers every 200 ms instead of every minute
     let zk = ZooKeeper::start_with_jvm_flags("-Dznode.container.checkIntervalMs=200");
     let root = unique_root();
-    let c = seed_zone(&zk, &root).await;
+    let c = zk.client().await;
+    put_zone(&c, &root, ZONE, "").await;
     let start = |name: &str| register(&zk, &root, &[name, "--addr", "10.61.5.1", "--id", "m1"]);
     let mut gone = start("gone.r.test");
     let mut kept = start("kept.r.test");
@@ -546,9 +440,7 @@ async fn record_sets_are_containers_and_written_data_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_instance_with_the_same_id_waits_for_the_first() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = seed_zone(zk, &root).await;
+    let Fixture { zk, root, c } = Fixture::new().await;
     let path = member_path(&root, "dup", "same");
     let mut first = register(
         zk,
@@ -593,9 +485,7 @@ fn route_source() -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_address_is_the_primary_one() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = seed_zone(zk, &root).await;
+    let Fixture { zk, root, c } = Fixture::new().await;
     let reg = register(zk, &root, &["self.r.test", "--id", "me"]);
     reg.expect_log("registered self.r.test as");
     let (data, _) = member(&c, &member_path(&root, "self", "me"))
@@ -620,9 +510,7 @@ async fn default_address_is_the_primary_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_usage_exits_2_and_no_zookeeper_exits_1() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = seed_zone(zk, &root).await;
+    let Fixture { zk, root, c } = Fixture::new().await;
     let connect = zk.connect_string();
     let cases: &[(&[&str], &str)] = &[
         (

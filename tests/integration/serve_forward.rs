@@ -2,7 +2,7 @@
 //! failover past a dead upstream, SERVFAIL when every upstream fails, REFUSED without any.
 //! The upstream is a second DNS server on loopback (Knot serving `upstream.test.`).
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
 use crate::support::*;
@@ -31,6 +31,17 @@ fn serve_with_upstreams(root: &str, upstreams: &str) -> Zkdns {
             UPSTREAM_TIMEOUT,
         ],
     )
+}
+
+/// Asks the stub for `www.upstream.test A` over TCP or UDP, and checks the reply's RCODE.
+fn ask_www(stub: &Zkdns, tcp: bool, want: ResponseCode) -> Message {
+    let opts = QueryOptions {
+        tcp,
+        ..QueryOptions::default()
+    };
+    let m = query_with(stub.addr(), "www.upstream.test", RecordType::A, opts);
+    assert_eq!(rcode(&m), want, "tcp={tcp}: {}", summary(&m));
+    m
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,17 +110,7 @@ async fn a_dead_upstream_is_skipped() {
     let root = root_with_zone().await;
     let stub = serve_with_upstreams(&root, &format!("{dead},{}", upstream.addr()));
     for tcp in [false, true, false] {
-        let opts = QueryOptions {
-            tcp,
-            ..QueryOptions::default()
-        };
-        let m = query_with(stub.addr(), "www.upstream.test", RecordType::A, opts);
-        assert_eq!(
-            rcode(&m),
-            ResponseCode::NoError,
-            "tcp={tcp}: {}",
-            summary(&m)
-        );
+        let m = ask_www(&stub, tcp, ResponseCode::NoError);
         assert_eq!(addresses(&m), vec!["192.0.2.80"], "tcp={tcp}");
     }
 }
@@ -123,17 +124,7 @@ async fn a_silent_upstream_times_out_and_the_next_answers() {
     for tcp in [false, true] {
         // a fresh stub each time: after an answer, zkdns tries the upstream that answered first
         let stub = serve_with_upstreams(&root, &format!("{},{}", silent.addr(), upstream.addr()));
-        let opts = QueryOptions {
-            tcp,
-            ..QueryOptions::default()
-        };
-        let m = query_with(stub.addr(), "www.upstream.test", RecordType::A, opts);
-        assert_eq!(
-            rcode(&m),
-            ResponseCode::NoError,
-            "tcp={tcp}: {}",
-            summary(&m)
-        );
+        let m = ask_www(&stub, tcp, ResponseCode::NoError);
         assert_eq!(addresses(&m), vec!["192.0.2.80"], "tcp={tcp}");
     }
 }
@@ -145,17 +136,7 @@ async fn only_dead_upstreams_give_servfail() {
     let silent = SilentServer::start();
     let stub = serve_with_upstreams(&root, &format!("{},{}", dead_addr(), silent.addr()));
     for tcp in [false, true] {
-        let opts = QueryOptions {
-            tcp,
-            ..QueryOptions::default()
-        };
-        let m = query_with(stub.addr(), "www.upstream.test", RecordType::A, opts);
-        assert_eq!(
-            rcode(&m),
-            ResponseCode::ServFail,
-            "tcp={tcp}: {}",
-            summary(&m)
-        );
+        let m = ask_www(&stub, tcp, ResponseCode::ServFail);
         assert!(m.answers.is_empty());
         assert!(m.edns.is_some(), "an EDNS query gets OPT in SERVFAIL too");
     }
@@ -168,17 +149,7 @@ async fn no_upstream_gives_refused() {
     let root = root_with_zone().await;
     let stub = Zkdns::serve_ready(ZooKeeper::shared(), &root, &["--no-upstream"]);
     for tcp in [false, true] {
-        let opts = QueryOptions {
-            tcp,
-            ..QueryOptions::default()
-        };
-        let m = query_with(stub.addr(), "www.upstream.test", RecordType::A, opts);
-        assert_eq!(
-            rcode(&m),
-            ResponseCode::Refused,
-            "tcp={tcp}: {}",
-            summary(&m)
-        );
+        let m = ask_www(&stub, tcp, ResponseCode::Refused);
         assert!(m.answers.is_empty());
         assert!(!m.metadata.recursion_available, "RA without an upstream");
     }

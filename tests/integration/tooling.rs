@@ -151,6 +151,14 @@ fn ttls(addr: std::net::SocketAddr, name: &str, rtype: &str) -> Vec<u32> {
         .collect()
 }
 
+/// What most tests start from: the shared ZooKeeper, a fresh root on it, and a session.
+async fn fresh_root() -> (&'static ZooKeeper, String, Client) {
+    let zk = ZooKeeper::shared();
+    let root = unique_root();
+    let c = zk.client().await;
+    (zk, root, c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_example_zone_is_served_and_a_second_import_writes_nothing() {
     let zk = ZooKeeper::shared();
@@ -216,9 +224,7 @@ async fn imported_example_zone_is_served_and_a_second_import_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_prints_the_diff_and_writes_nothing() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = zk.client().await;
+    let (zk, root, c) = fresh_root().await;
     let file = example_zone();
     let out = ok(zk, &root, &["import", path_str(&file), "--dry-run"]);
     assert!(
@@ -269,9 +275,7 @@ async fn dry_run_prints_the_diff_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_line_exits_2_naming_file_and_line_and_writes_nothing() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = zk.client().await;
+    let (zk, root, c) = fresh_root().await;
     ok(zk, &root, &["import", path_str(&example_zone())]);
     let before = nodes_under(&c, &root).await;
 
@@ -594,9 +598,7 @@ async fn concurrent_sets_on_one_name_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_imports_are_batched_and_prune_keeps_members() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = zk.client().await;
+    let (zk, root, c) = fresh_root().await;
     let dir = tempfile::tempdir().unwrap();
     // 1200 names: more operations than one transaction takes
     let mut text = String::from("$ORIGIN big.test.\n$TTL 60\n");
@@ -658,9 +660,7 @@ async fn large_imports_are_batched_and_prune_keeps_members() {
 /// all left are re-created as persistent nodes when imported or set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_sets_whose_members_left_are_recreated_persistent() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = zk.client().await;
+    let (zk, root, c) = fresh_root().await;
     put_zone(&c, &root, ZONE, "").await;
     let container = CreateMode::Container.with_acls(Acls::anyone_all());
     for name in ["web", "api", "db"] {
@@ -876,9 +876,7 @@ async fn a_hosts_file_is_served_and_merges_lines_per_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lines_in_hosts_files_and_json_maps_exit_2_and_write_nothing() {
-    let zk = ZooKeeper::shared();
-    let root = unique_root();
-    let c = zk.client().await;
+    let (zk, root, c) = fresh_root().await;
     ok(zk, &root, &["import", path_str(&example_zone())]);
     let before = nodes_under(&c, &root).await;
     let dir = tempfile::tempdir().unwrap();

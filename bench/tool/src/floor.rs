@@ -115,12 +115,14 @@ pub fn run(a: Args) -> Result<()> {
     let mut outs = vec![[0u8; BUF]; BATCH];
     let mut lens = [0usize; BATCH];
     let mut namelens = [0u32; BATCH];
+    // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero
+    // bytes are a valid value (null pointers, zero lengths), as the kernel's ABI defines them.
     let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
     let mut key = Vec::with_capacity(256);
     loop {
-        // SAFETY: every pointer handed to the kernel points into the buffers above, which
-        // outlive the calls, with their true lengths.
+        // SAFETY: all-zero C structs, as above
         let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..BATCH {
             iov[i] = libc::iovec {
@@ -132,6 +134,8 @@ pub fn run(a: Args) -> Result<()> {
             msgs[i].msg_hdr.msg_iov = &raw mut iov[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
         }
+        // SAFETY: every pointer handed to the kernel points into the buffers above, which
+        // outlive the call, with their true lengths.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -158,7 +162,9 @@ pub fn run(a: Args) -> Result<()> {
         }
         let mut sent = 0;
         while sent < k {
+            // SAFETY: all-zero C structs, as above
             let mut siov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            // SAFETY: as above
             let mut smsgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
             for j in sent..k {
                 siov[j] = libc::iovec {
@@ -170,7 +176,8 @@ pub fn run(a: Args) -> Result<()> {
                 smsgs[j].msg_hdr.msg_iov = &raw mut siov[j];
                 smsgs[j].msg_hdr.msg_iovlen = 1;
             }
-            // SAFETY: as above.
+            // SAFETY: the pointers point into `outs`, `addrs` and `siov`, which outlive the
+            // call, with their true lengths.
             let r = unsafe { libc::sendmmsg(fd, smsgs[sent..].as_mut_ptr(), (k - sent) as u32, 0) };
             sent += if r > 0 { r as usize } else { 1 };
         }

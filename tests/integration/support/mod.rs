@@ -1,5 +1,6 @@
 //! Fixtures for the integration tests: a real ZooKeeper ([`ZooKeeper`]) and a three-node
-//! ensemble ([`Ensemble`]), the real `zkdns` binary ([`Zkdns`]), Knot DNS as reference and
+//! ensemble ([`Ensemble`]), the real `zkdns` binary ([`Zkdns`], and [`Daemon`] for `register`
+//! and `hosts`), Knot DNS as reference and
 //! upstream ([`Knot`], [`Upstream`]), DNS clients ([`dig`], [`query`]) and a checked query load
 //! ([`QueryLoad`]), znode writers ([`put_set`] …) and a network namespace ([`NetNs`]). Every
 //! process a fixture starts is killed on Drop, and by a watchdog if the test process dies first.
@@ -7,6 +8,7 @@
 // Shared by every test module; not every module uses every helper.
 #![allow(dead_code, unused_imports)]
 
+mod daemon;
 mod dns;
 mod ensemble;
 mod knot;
@@ -20,6 +22,7 @@ mod zkdns;
 mod znodes;
 mod zookeeper;
 
+pub use daemon::*;
 pub use dns::*;
 pub use ensemble::*;
 pub use knot::*;
