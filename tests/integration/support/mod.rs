@@ -1,16 +1,21 @@
 //! Fixtures for the integration tests: a real ZooKeeper ([`ZooKeeper`]) and a three-node
-//! ensemble ([`Ensemble`]), the real `zkdns` binary ([`Zkdns`]), Knot DNS as reference and
-//! upstream ([`Knot`], [`Upstream`]), DNS clients ([`dig`], [`query`]) and a checked query load
-//! ([`QueryLoad`]), znode writers ([`put_set`] …) and a network namespace ([`NetNs`]). Every
-//! process a fixture starts is killed on Drop, and by a watchdog if the test process dies first.
+//! ensemble ([`Ensemble`]), the real `zkdns` binary ([`Zkdns`]) and its metrics
+//! ([`QueryCounts`]), Knot DNS as reference and upstream ([`Knot`], [`Upstream`]), DNS
+//! clients ([`dig`], [`query`]), the resolver stacks of containers ([`client_programs`],
+//! [`in_resolv_ns`]) and a checked query load ([`QueryLoad`]), znode writers ([`put_set`] …)
+//! and a network namespace ([`NetNs`]).
+//! Every process a fixture starts is killed on Drop, and by a watchdog if the test process
+//! dies first.
 
 // Shared by every test module; not every module uses every helper.
 #![allow(dead_code, unused_imports)]
 
+mod clients;
 mod dns;
 mod ensemble;
 mod knot;
 mod load;
+mod metrics;
 mod netns;
 mod process;
 mod proxy;
@@ -20,10 +25,12 @@ mod zkdns;
 mod znodes;
 mod zookeeper;
 
+pub use clients::*;
 pub use dns::*;
 pub use ensemble::*;
 pub use knot::*;
 pub use load::*;
+pub use metrics::*;
 pub use netns::*;
 pub use process::*;
 pub use proxy::*;
