@@ -12,14 +12,21 @@
 //! nslookup. The client programs are in `tests/clients/`, built once per run
 //! ([`client_programs`]).
 //!
-//! It needs root (port 53 and a mount namespace); without root it skips with the reason
-//! printed. A missing toolchain fails it.
+//! Also here: what the stub answers for each expansion of an outside name under `ndots:5`
+//! and three search domains (two of them served zones), and how many of those reach the
+//! upstream; the README's table of search-list answers comes from this test.
+//!
+//! Both need root (port 53 and a mount namespace); without root they skip with the reason
+//! printed. A missing toolchain fails them.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Instant;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{RData, RecordType};
 
 use crate::support::*;
 
@@ -525,6 +532,171 @@ async fn every_stack_resolves_through_the_stub() {
         failures.len(),
         failures.join("\n")
     );
+    drop(stub);
+    close_session(session).await;
+}
+
+/// One expansion of the search list, asked of the stub directly as a resolver asks it (UDP,
+/// no EDNS, RD).
+struct Expansion {
+    name: String,
+    rtype: RecordType,
+    rcode: ResponseCode,
+    aa: bool,
+    /// The SOA in AUTHORITY: its owner and MNAME.
+    soa: Option<(String, String)>,
+    answers: Vec<String>,
+    forwarded: u64,
+    upstream_saw: usize,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_list_expansions_of_an_outside_name() {
+    if !is_root() {
+        eprintln!("skipped: needs root for port 53 and a mount namespace");
+        return;
+    }
+    let programs = tokio::task::spawn_blocking(client_programs)
+        .await
+        .expect("build the client programs");
+    let upstream = Upstream::start();
+    let relay = CountingRelay::start(upstream.addr());
+    let (root, session) = matrix_zones().await;
+    let Some((stub, ip, metrics)) = stub_on_port_53(&root, relay.addr()) else {
+        eprintln!("skipped: no 127.53.x.y address with port 53 free");
+        return;
+    };
+    let server = SocketAddr::from((ip, 53));
+    const NAME: &str = "www.upstream.test";
+
+    // each expansion, in the order a resolver tries them under ndots:5 (the name has two
+    // dots, fewer than five: the search domains first, then the name as it is)
+    let names: Vec<String> = ["cluster.test", "svc.test", "upstream.test"]
+        .iter()
+        .map(|domain| format!("{NAME}.{domain}"))
+        .chain([NAME.to_string()])
+        .collect();
+    let plain = QueryOptions {
+        edns: None,
+        ..QueryOptions::default()
+    };
+    let mut expansions = Vec::new();
+    for name in &names {
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            relay.clear();
+            let before = QueryCounts::read(metrics);
+            let m = query_with(server, name, rtype, plain);
+            let counted = QueryCounts::read(metrics).since(before);
+            let soa = m.authorities.iter().find_map(|r| match &r.data {
+                RData::SOA(soa) => Some((r.name.to_string(), soa.mname.to_string())),
+                _ => None,
+            });
+            expansions.push(Expansion {
+                name: name.clone(),
+                rtype,
+                rcode: rcode(&m),
+                aa: m.metadata.authoritative,
+                soa,
+                answers: answers_of(&m, rtype),
+                forwarded: counted.forwarded,
+                upstream_saw: relay.seen().len(),
+            });
+        }
+    }
+    let mut table = String::from("expansion | type | rcode | AA | SOA | answers | forwarded\n");
+    for e in &expansions {
+        let _ = writeln!(
+            table,
+            "{} | {} | {:?} | {} | {:?} | {:?} | {} (upstream saw {})",
+            e.name, e.rtype, e.rcode, e.aa, e.soa, e.answers, e.forwarded, e.upstream_saw
+        );
+    }
+    eprintln!("what the stub answers for each expansion of {NAME}:\n{table}");
+    for e in &expansions {
+        let zone = [CLUSTER, SVC]
+            .into_iter()
+            .find(|z| e.name.ends_with(&format!(".{z}")));
+        match zone {
+            // in a served zone: the map's NXDOMAIN, never the upstream's
+            Some(zone) => {
+                assert_eq!(e.rcode, ResponseCode::NXDomain, "{}\n{table}", e.name);
+                assert!(e.aa, "{}: AA\n{table}", e.name);
+                assert_eq!(
+                    e.soa,
+                    Some((format!("{zone}."), format!("ns.{zone}."))),
+                    "{}: the zone's SOA\n{table}",
+                    e.name
+                );
+                assert_eq!(
+                    (e.forwarded, e.upstream_saw),
+                    (0, 0),
+                    "{}: forwarded\n{table}",
+                    e.name
+                );
+            }
+            // outside: one query upstream each, answered as the upstream answers
+            None => {
+                assert_eq!(
+                    (e.forwarded, e.upstream_saw),
+                    (1, 1),
+                    "{}: forwarded once\n{table}",
+                    e.name
+                );
+                let want = match (e.name.as_str(), e.rtype) {
+                    (NAME, RecordType::A) => (ResponseCode::NoError, vec!["192.0.2.80".into()]),
+                    (NAME, _) => (ResponseCode::NoError, vec![]),
+                    _ => (ResponseCode::NXDomain, vec![]),
+                };
+                assert_eq!((e.rcode, e.answers.clone()), want, "{}\n{table}", e.name);
+            }
+        }
+    }
+
+    // the same through real resolvers: what one lookup of the outside name costs
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = write_resolv_conf(dir.path(), "three", ip, SEARCH_THREE);
+    let mut counts = String::new();
+    for stack in [Stack::Getent, Stack::Musl, Stack::Go] {
+        let argv = stack
+            .command(programs, Lookup::Addresses, NAME, true)
+            .expect("an address lookup");
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        relay.clear();
+        let before = QueryCounts::read(metrics);
+        let run = tokio::task::block_in_place(|| in_resolv_ns(&resolv, &argv, &stack.env()));
+        let counted = QueryCounts::read(metrics).since(before);
+        let seen = relay.seen();
+        let _ = writeln!(
+            counts,
+            "{}: {} queries to the stub, {} forwarded, upstream saw {:?}",
+            stack.label(),
+            counted.received,
+            counted.forwarded,
+            seen.iter().map(|r| r.question.as_str()).collect::<Vec<_>>()
+        );
+        assert!(
+            stack.succeeded(&run) && addresses_in(&run.stdout, ip) == ips(&["192.0.2.80"]),
+            "{}: {NAME}\n{}",
+            stack.label(),
+            run.output()
+        );
+        assert!(
+            seen.iter()
+                .all(|r| !r.question.contains(".cluster.test.")
+                    && !r.question.contains(".svc.test.")),
+            "{}: an in-zone expansion reached the upstream: {seen:?}",
+            stack.label()
+        );
+        // each of the four expansions asked once for A and once for AAAA, the last one
+        // answered; no retries
+        assert_eq!(counted.received, 4 * 2, "{}", stack.label());
+        // every forward reached the upstream once; at most A and AAAA for each of the two
+        // names outside the zones (4 today, with no forwarding cache: a cache, which has
+        // seen these questions above, would only lower it)
+        assert_eq!(counted.forwarded as usize, seen.len(), "{}", stack.label());
+        assert!(seen.len() <= 4, "{}: {seen:?}", stack.label());
+    }
+    eprintln!("one lookup of {NAME} under ndots:5:\n{counts}");
     drop(stub);
     close_session(session).await;
 }

@@ -1,9 +1,9 @@
 //! Fixtures for the integration tests: a real ZooKeeper ([`ZooKeeper`]) and a three-node
 //! ensemble ([`Ensemble`]), the real `zkdns` binary ([`Zkdns`]) and its metrics
-//! ([`QueryCounts`]), Knot DNS as reference and upstream ([`Knot`], [`Upstream`]), DNS
-//! clients ([`dig`], [`query`]), the resolver stacks of containers ([`client_programs`],
-//! [`in_resolv_ns`]) and a checked query load ([`QueryLoad`]), znode writers ([`put_set`] …)
-//! and a network namespace ([`NetNs`]).
+//! ([`QueryCounts`]), Knot DNS as reference and upstream ([`Knot`], [`Upstream`]) with a
+//! counting relay in front ([`CountingRelay`]), DNS clients ([`dig`], [`query`]), the
+//! resolver stacks of containers ([`client_programs`], [`in_resolv_ns`]) and a checked query
+//! load ([`QueryLoad`]), znode writers ([`put_set`] …) and a network namespace ([`NetNs`]).
 //! Every process a fixture starts is killed on Drop, and by a watchdog if the test process
 //! dies first.
 
@@ -19,6 +19,7 @@ mod metrics;
 mod netns;
 mod process;
 mod proxy;
+mod relay;
 mod tls;
 mod wait;
 mod zkdns;
@@ -34,6 +35,7 @@ pub use metrics::*;
 pub use netns::*;
 pub use process::*;
 pub use proxy::*;
+pub use relay::*;
 pub use tls::*;
 pub use wait::*;
 pub use zkdns::*;
