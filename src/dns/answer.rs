@@ -218,7 +218,7 @@ pub fn answer(
         if let Some(holders) = holders {
             if let Some(mut r) = start_answer(out, packet, q, opts) {
                 push_ptrs(&mut r, Owner::Pointer(HEADER_LEN as u16), holders);
-                finish(r, q, rcode::NOERROR, limit, opts);
+                finish(r, q, rcode::NOERROR, limit, 0, opts);
             }
             return Outcome::Reply;
         }
@@ -239,6 +239,8 @@ pub fn answer(
     let mut visited: [&[u8]; MAX_CNAME_CHAIN + 1] = [&[]; MAX_CNAME_CHAIN + 1];
     visited[0] = key;
     let mut chain = 0;
+    // CNAME records written at the front of the answer, which truncation keeps whole
+    let mut cnames = 0u16;
     let mut additional: Option<RrSetRef<'_>> = None;
     let code = loop {
         match lookup {
@@ -256,6 +258,7 @@ pub fn answer(
             Lookup::Found { zone, node, .. } => {
                 if let Some(cname) = node.cname().filter(|_| qtype != RecordType::CNAME) {
                     r.push(1, owner, cname.first());
+                    cnames += 1;
                     let Some(target) = cname.targets().next() else {
                         break rcode::NOERROR;
                     };
@@ -303,7 +306,7 @@ pub fn answer(
             }),
         );
     }
-    finish(r, q, code, limit, opts);
+    finish(r, q, code, limit, cnames, opts);
     Outcome::Reply
 }
 
@@ -325,9 +328,21 @@ fn push_additional(r: &mut Response<'_>, snap: &Snapshot, set: RrSetRef<'_>, lim
     }
 }
 
-/// Sets the RCODE, adds OPT (with EDE 3 for a stale answer), and truncates with TC when the
-/// answer does not fit in `limit`.
-fn finish(mut r: Response<'_>, q: &Query<'_>, code: u16, limit: usize, opts: AnswerOptions) {
+/// Sets the RCODE, adds OPT (with EDE 3 for a stale answer), and when the answer does not fit
+/// in `limit` cuts it to the whole records that do, with TC (see `Response::truncate_to`):
+/// over UDP at the client's size, over TCP at one message. The records were written from the
+/// rotation point, so the records kept spread over the set from one answer to the next, and
+/// the `chain` CNAMEs at the front are kept whole or not at all. OPT is counted within the
+/// limit. A negative answer (the question and the SOA) fits in 512 bytes unless its names are
+/// near the 255-byte limit, so in practice only a long CNAME chain in front of it is cut.
+fn finish(
+    mut r: Response<'_>,
+    q: &Query<'_>,
+    code: u16,
+    limit: usize,
+    chain: u16,
+    opts: AnswerOptions,
+) {
     r.set_rcode(code);
     let options: &[u8] = match opts.freshness {
         Freshness::Stale { .. } => &EDE_STALE,
@@ -339,15 +354,243 @@ fn finish(mut r: Response<'_>, q: &Query<'_>, code: u16, limit: usize, opts: Ans
         0
     };
     if r.len() + opt > limit {
-        if limit >= u16::MAX as usize {
-            // TCP: as many records as one message holds (see `Response::truncate_to`)
-            r.truncate_to(q.question_end, limit - opt);
-        } else {
-            r.truncate(q.question_end);
-        }
+        r.truncate_to(q.question_end, limit - opt, chain);
     }
     if let Some(e) = q.edns {
         r.push_opt(code, e.dnssec_ok, options);
     }
     r.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::wire::{EDNS_UDP, MIN_UDP, parse_query};
+    use crate::zk::Layout;
+    use crate::zk::tree::{NodeState, Tree};
+    use hickory_proto::op::{Edns, Message, Query as HQuery};
+    use hickory_proto::rr::{Name, RData};
+
+    const TCP: usize = u16::MAX as usize;
+
+    /// A snapshot of `nodes` (paths below `<root>/zones`, and their data), parents first.
+    fn snapshot(nodes: &[(&str, String)]) -> Snapshot {
+        let layout = Layout::new("/z").unwrap();
+        let mut tree = Tree::new(None);
+        for depth in 0..3 {
+            for (path, data) in nodes
+                .iter()
+                .filter(|(p, _)| p.matches('/').count() == depth)
+            {
+                let state = NodeState {
+                    data: data.as_bytes().to_vec(),
+                    mzxid: 1,
+                    mtime: 0,
+                };
+                tree.apply(&layout, &format!("/z/zones/{path}"), Some(&state));
+            }
+        }
+        tree.snapshot()
+    }
+
+    fn addrs(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("10.0.0.{i}")).collect()
+    }
+
+    /// The test zone: `big` with 40 addresses (640 bytes of A records), `alias` → `big`,
+    /// an SRV set of 20 targets with an address each, and one of 3 targets with 30 each.
+    fn test_snapshot() -> Snapshot {
+        let mut nodes = vec![
+            ("c.test", String::new()),
+            ("c.test/big", format!(r#"{{"A": {:?}}}"#, addrs(40))),
+            ("c.test/alias", r#"{"CNAME": "big"}"#.to_string()),
+        ];
+        let srv = |n: usize, prefix: &str| {
+            let records: Vec<String> = (0..n)
+                .map(|i| format!(r#"{{"port": 80, "target": "{prefix}{i}"}}"#))
+                .collect();
+            format!(r#"{{"SRV": [{}]}}"#, records.join(","))
+        };
+        nodes.push(("c.test/_many._tcp", srv(20, "t")));
+        nodes.push(("c.test/_few._tcp", srv(3, "u")));
+        for i in 0..20 {
+            let data = format!(r#"{{"A": ["10.1.0.{i}"]}}"#);
+            nodes.push((Box::leak(format!("c.test/t{i}").into_boxed_str()), data));
+        }
+        for i in 0..3 {
+            let data = format!(r#"{{"A": {:?}}}"#, addrs(30));
+            nodes.push((Box::leak(format!("c.test/u{i}").into_boxed_str()), data));
+        }
+        snapshot(&nodes)
+    }
+
+    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+        let mut m = Message::query();
+        m.metadata.id = 0x4242;
+        m.metadata.recursion_desired = true;
+        m.add_query(HQuery::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some(size) = edns {
+            let mut e = Edns::new();
+            e.set_max_payload(size);
+            m.set_edns(e);
+        }
+        m.to_vec().unwrap()
+    }
+
+    /// Asks `name` at `limit` (the client's UDP size when `None`); the raw reply, decoded.
+    fn ask(
+        snap: &Snapshot,
+        name: &str,
+        qtype: RecordType,
+        edns: Option<u16>,
+        limit: Option<usize>,
+    ) -> (Vec<u8>, Message) {
+        let packet = query(name, qtype, edns);
+        let q = parse_query(&packet).unwrap();
+        let limit = limit.unwrap_or_else(|| q.udp_limit());
+        let mut out = Vec::new();
+        let outcome = answer(snap, &packet, &q, limit, AnswerOptions::default(), &mut out);
+        assert_eq!(outcome, Outcome::Reply);
+        assert!(
+            out.len() <= limit,
+            "{} bytes for a limit of {limit}",
+            out.len()
+        );
+        let m = Message::from_vec(&out).unwrap();
+        (out, m)
+    }
+
+    fn a_records(m: &Message) -> Vec<String> {
+        m.answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(a.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether `got` is a run of the set `all` from some start, wrapping around; the start.
+    fn rotation_of(got: &[String], all: &[String]) -> Option<usize> {
+        let start = all.iter().position(|a| *a == got[0])?;
+        (0..got.len())
+            .all(|i| got[i] == all[(start + i) % all.len()])
+            .then_some(start)
+    }
+
+    #[test]
+    fn udp_keeps_the_whole_records_that_fit_from_the_rotation_point() {
+        let snap = test_snapshot();
+        let all = addrs(40);
+        // 512 bytes without EDNS: header 12, question 16, then 16 bytes an A record
+        let mut starts = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let (out, m) = ask(&snap, "big.c.test", RecordType::A, None, None);
+            assert!(m.metadata.truncation);
+            assert_eq!(m.metadata.response_code.low(), rcode::NOERROR as u8);
+            assert!(m.metadata.authoritative);
+            let got = a_records(&m);
+            assert_eq!(got.len(), (MIN_UDP - 12 - 16) / 16, "{got:?}");
+            assert_eq!(out.len(), 12 + 16 + 16 * got.len());
+            assert!(m.additionals.is_empty() && m.edns.is_none());
+            starts.insert(rotation_of(&got, &all).expect("a run of the set"));
+        }
+        assert_eq!(starts.len(), 3, "each answer starts where the rotation is");
+        // EDNS at 512: OPT counts within the size; at 1232 all 40 fit
+        let (_, m) = ask(&snap, "big.c.test", RecordType::A, Some(512), None);
+        assert!(m.metadata.truncation && m.edns.is_some());
+        assert_eq!(a_records(&m).len(), (512 - 12 - 16 - 11) / 16);
+        let (_, m) = ask(&snap, "big.c.test", RecordType::A, Some(EDNS_UDP), None);
+        assert!(!m.metadata.truncation);
+        assert_eq!(a_records(&m).len(), 40);
+        // TCP: everything, without TC
+        let (_, m) = ask(&snap, "big.c.test", RecordType::A, None, Some(TCP));
+        assert!(!m.metadata.truncation);
+        assert_eq!(a_records(&m).len(), 40);
+    }
+
+    #[test]
+    fn a_cut_answer_keeps_its_cname_first_and_no_additional_section() {
+        let snap = test_snapshot();
+        // the CNAME (24 bytes), then A records owned by the target's name in full (26 each)
+        let (_, m) = ask(&snap, "alias.c.test", RecordType::A, None, None);
+        assert!(m.metadata.truncation);
+        assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+        let got = a_records(&m);
+        assert_eq!(got.len(), (512 - 12 - 18 - 24) / 26, "{got:?}");
+        assert_eq!(got.len() + 1, m.answers.len());
+        assert!(rotation_of(&got, &addrs(40)).is_some());
+        // room for the CNAME and not one address: the CNAME alone, with TC
+        let (_, m) = ask(
+            &snap,
+            "alias.c.test",
+            RecordType::A,
+            None,
+            Some(12 + 18 + 24 + 25),
+        );
+        assert!(m.metadata.truncation);
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
+        // SRV records that do not all fit: the ones that do, and none of their addresses
+        let (_, m) = ask(&snap, "_many._tcp.c.test", RecordType::SRV, None, None);
+        assert!(m.metadata.truncation);
+        assert!(!m.answers.is_empty() && m.answers.len() < 20);
+        assert!(m.additionals.is_empty(), "{:?}", m.additionals);
+        let (_, m) = ask(&snap, "_many._tcp.c.test", RecordType::SRV, Some(512), None);
+        assert!(m.metadata.truncation && m.edns.is_some());
+        assert!(m.additionals.is_empty());
+        // SRV records that fit, with addresses that do not: the addresses go, without TC
+        let (_, m) = ask(&snap, "_few._tcp.c.test", RecordType::SRV, None, None);
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 3);
+        assert!(m.additionals.is_empty());
+        // over TCP both fit
+        let (_, m) = ask(&snap, "_many._tcp.c.test", RecordType::SRV, None, Some(TCP));
+        assert!(!m.metadata.truncation);
+        assert_eq!((m.answers.len(), m.additionals.len()), (20, 20));
+    }
+
+    #[test]
+    fn a_cname_chain_that_does_not_fit_is_not_cut() {
+        // four CNAMEs between names of 70 bytes: about 550 bytes of chain before the address
+        let long = |i: usize| format!("{}{i}", "l".repeat(60));
+        let mut nodes = vec![("c.test", String::new())];
+        for i in 0..4 {
+            let data = format!(r#"{{"CNAME": "{}"}}"#, long(i + 1));
+            nodes.push((
+                Box::leak(format!("c.test/{}", long(i)).into_boxed_str()),
+                data,
+            ));
+        }
+        let last = format!("c.test/{}", long(4));
+        nodes.push((&last, r#"{"A": ["10.0.0.1"]}"#.to_string()));
+        let snap = snapshot(&nodes);
+        let start = format!("{}.c.test", long(0));
+        // without EDNS: TC and the question alone, no part of the chain
+        let (out, m) = ask(&snap, &start, RecordType::A, None, None);
+        assert!(m.metadata.truncation);
+        assert!(m.answers.is_empty() && m.authorities.is_empty(), "{m:?}");
+        assert_eq!(out.len(), 12 + start.len() + 2 + 4);
+        // with room for it: the whole chain and the address
+        let (_, m) = ask(&snap, &start, RecordType::A, Some(1232), None);
+        assert!(!m.metadata.truncation);
+        assert_eq!(m.answers.len(), 5);
+        assert_eq!(a_records(&m), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn negative_answers_fit_without_tc() {
+        let snap = test_snapshot();
+        for (name, code) in [
+            ("nope.c.test", rcode::NXDOMAIN),
+            ("big.c.test", rcode::NOERROR),
+        ] {
+            let (_, m) = ask(&snap, name, RecordType::TXT, None, None);
+            assert!(!m.metadata.truncation, "{name}");
+            assert_eq!(m.metadata.response_code.low(), code as u8, "{name}");
+            assert!(m.answers.is_empty());
+            assert_eq!(m.authorities.len(), 1);
+            assert_eq!(m.authorities[0].record_type(), RecordType::SOA);
+        }
+    }
 }

@@ -342,22 +342,23 @@ impl<'b> Response<'b> {
         self.counts = mark.1;
     }
 
-    /// Drops every record after the question and sets TC (RFC 2181 §9).
-    pub fn truncate(&mut self, question_end: usize) {
-        self.buf.truncate(question_end);
-        self.counts[1] = 0;
-        self.counts[2] = 0;
-        self.counts[3] = 0;
-        self.buf[2] |= 0x02;
-    }
-
-    /// Keeps the records that end within `max` bytes, in order, and sets TC: for TCP, where
-    /// no larger message exists, an RRset too large for one message is sent in part (RFC 2181
-    /// §9 lets a partial RRset stay in a TC answer) rather than not at all.
-    pub fn truncate_to(&mut self, question_end: usize, max: usize) {
+    /// Cuts an answer that is over `max` bytes and sets TC (RFC 2181 §9). It keeps the
+    /// answer and authority records that end within `max`, in the order written, and none of
+    /// the additional section: those addresses are only a hint, and a client that gets TC
+    /// and asks again over TCP gets them there. Some resolvers (musl before 1.2.4) never ask
+    /// again and use whatever the TC answer holds, so the records that fit are kept rather
+    /// than dropped (RFC 2181 §9 lets a partial RRset stay in a TC answer); over TCP, where no
+    /// larger message exists, the same cut sends an RRset too large for one message in part.
+    ///
+    /// `whole` is how many answer records at the front must stay together: the CNAME chain.
+    /// If fewer than that fit, no record is kept at all, since a chain cut short names no
+    /// address and a client would take its last alias for the end of the chain; the question
+    /// alone with TC sends a client over TCP, and one that never goes there fails as it would
+    /// with no answer.
+    pub fn truncate_to(&mut self, question_end: usize, max: usize, whole: u16) {
         let mut at = question_end;
         let mut kept = [self.counts[0], 0, 0, 0];
-        'sections: for (kept, &count) in kept.iter_mut().zip(&self.counts).skip(1) {
+        'sections: for (kept, &count) in kept.iter_mut().zip(&self.counts).skip(1).take(2) {
             for _ in 0..count {
                 let Some(end) = record_end(self.buf, at).filter(|&end| end <= max) else {
                     break 'sections;
@@ -365,6 +366,10 @@ impl<'b> Response<'b> {
                 at = end;
                 *kept += 1;
             }
+        }
+        if kept[1] < whole.min(self.counts[1]) {
+            at = question_end;
+            kept = [self.counts[0], 0, 0, 0];
         }
         self.buf.truncate(at);
         self.counts = kept;
@@ -519,5 +524,54 @@ mod tests {
         assert_eq!(m.answers[0].name.to_ascii(), "Web.Example.");
         assert_eq!(m.answers[0].ttl, 30);
         assert!(m.edns.is_some());
+    }
+
+    /// A response to `a.b. A` with `n[s]` A records in section `s`, cut at `max` bytes
+    /// keeping `whole`: the message and its counts.
+    fn cut(n: [u16; 4], max: usize, whole: u16) -> (Vec<u8>, [u16; 4]) {
+        let p = query("a.b.", false);
+        let q = parse_query(&p).unwrap();
+        let mut buf = Vec::new();
+        let mut r = Response::start(&mut buf, &p, &q);
+        for (section, &count) in n.iter().enumerate().skip(1) {
+            for i in 0..count {
+                let rec = [0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 10, 0, section as u8, i as u8];
+                r.push(section, Owner::Pointer(12), &rec);
+            }
+        }
+        r.truncate_to(q.question_end, max, whole);
+        r.finish();
+        let counts = std::array::from_fn(|i| u16::from_be_bytes([buf[4 + 2 * i], buf[5 + 2 * i]]));
+        (buf, counts)
+    }
+
+    #[test]
+    fn truncate_to_keeps_whole_records_and_no_additional() {
+        let question_end = 12 + 5 + 4;
+        // an A record with a compressed owner is 16 bytes; the fourth would end past `max`
+        let (buf, counts) = cut([1, 5, 0, 2], question_end + 3 * 16 + 15, 0);
+        assert_eq!(counts, [1, 3, 0, 0]);
+        assert_eq!(buf.len(), question_end + 3 * 16);
+        assert_ne!(buf[2] & 0x02, 0, "TC");
+        let m = Message::from_vec(&buf).unwrap();
+        assert!(m.metadata.truncation);
+        assert_eq!(
+            m.answers[2].data.to_string(),
+            "10.0.1.2",
+            "the first three, in order"
+        );
+        // the answer fits and the additional section would in part: it goes all the same
+        let (_, counts) = cut([1, 5, 0, 2], question_end + 6 * 16, 0);
+        assert_eq!(counts, [1, 5, 0, 0]);
+        // a negative answer's SOA in AUTHORITY stays when it fits
+        let (_, counts) = cut([1, 0, 1, 1], question_end + 16, 0);
+        assert_eq!(counts, [1, 0, 1, 0]);
+        // the first four must stay together (a CNAME chain): three fit, so none is kept
+        let (buf, counts) = cut([1, 6, 0, 0], question_end + 3 * 16, 4);
+        assert_eq!(counts, [1, 0, 0, 0]);
+        assert_eq!(buf.len(), question_end);
+        assert_ne!(buf[2] & 0x02, 0, "TC");
+        let (_, counts) = cut([1, 6, 0, 0], question_end + 4 * 16, 4);
+        assert_eq!(counts, [1, 4, 0, 0]);
     }
 }

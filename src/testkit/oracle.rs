@@ -145,8 +145,14 @@ pub fn check_reply(
     } else if !matches!(code, rcode::NOERROR | rcode::NXDOMAIN) {
         return Err(format!("rcode {code} for an answerable query"));
     }
-    if msg.metadata.truncation && !tcp && !(msg.answers.is_empty() && msg.authorities.is_empty()) {
-        return Err("TC over UDP with records left in".into());
+    // a cut answer keeps the whole records that fit, but none of the ADDITIONAL section
+    if msg.metadata.truncation
+        && msg
+            .additionals
+            .iter()
+            .any(|r| r.record_type() != RecordType::OPT)
+    {
+        return Err("TC with ADDITIONAL records left in".into());
     }
     if state == MapState::Stale {
         let records = msg

@@ -4,6 +4,7 @@
 mod support;
 
 mod bad_input;
+mod client_matrix;
 mod docker;
 mod faults;
 mod hosts;

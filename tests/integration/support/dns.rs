@@ -291,9 +291,13 @@ pub fn is_root() -> bool {
 
 /// A loopback address where port 53 is free for UDP and TCP, e.g. 127.53.x.y.
 pub fn free_port_53() -> Option<SocketAddr> {
+    // Tests of one process that run at once must not start from the same candidate: each
+    // call starts further along, so two stubs do not race for one address.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let first = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 211;
     let pid = std::process::id();
-    (0..200u32).find_map(|i| {
-        let n = pid.wrapping_add(i * 7919);
+    (first..first + 200).find_map(|i| {
+        let n = pid.wrapping_add(i.wrapping_mul(7919));
         let ip = Ipv4Addr::new(127, 53, (n >> 8) as u8, (n as u8).max(1));
         let addr = SocketAddr::from((ip, 53));
         let udp = UdpSocket::bind(addr).ok()?;
