@@ -385,6 +385,25 @@ pub struct ServeArgs {
     /// How long after the map last matched ZooKeeper it is still served; later, SERVFAIL
     #[arg(long, env = "ZKDNS_MAX_STALE", default_value = "3days", value_parser = parse_duration)]
     pub max_stale: Duration,
+    /// Bytes the cache of forwarded answers may take (e.g. 4MiB, 512KiB, 100000)
+    #[arg(long, env = "ZKDNS_CACHE_SIZE", default_value = "4MiB", value_parser = parse_size,
+          value_name = "SIZE")]
+    pub cache_size: usize,
+    /// Keep no forwarded answers: every such query goes to the upstreams
+    #[arg(long, env = "ZKDNS_NO_CACHE")]
+    pub no_cache: bool,
+    /// Longest a forwarded answer is kept, whatever its TTL
+    #[arg(long, env = "ZKDNS_CACHE_MAX_TTL", default_value = "1day", value_parser = parse_duration)]
+    pub cache_max_ttl: Duration,
+    /// Longest a forwarded NXDOMAIN or NODATA is kept, whatever its SOA says
+    #[arg(long, env = "ZKDNS_CACHE_MAX_NEGATIVE_TTL", default_value = "1h",
+          value_parser = parse_duration)]
+    pub cache_max_negative_ttl: Duration,
+    /// How long past its expiry a forwarded answer may still be served (with TTL --stale-ttl
+    /// and Extended DNS Error 3) when every upstream fails (RFC 8767)
+    #[arg(long, env = "ZKDNS_CACHE_STALE_LIMIT", default_value = "1day",
+          value_parser = parse_duration)]
+    pub cache_stale_limit: Duration,
     /// Keep the last good map in this file, and answer from it (stale) after a restart while
     /// ZooKeeper is down
     #[arg(long, env = "ZKDNS_SNAPSHOT", value_name = "PATH")]
@@ -513,6 +532,32 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))
 }
 
+/// A size in bytes: a number, optionally with a binary unit (`KiB`, `MiB`, `GiB`; `K`, `M`,
+/// `G` mean the same).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" | "k" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        _ => {
+            return Err(format!(
+                "{s:?}: the unit must be KiB, MiB or GiB (e.g. 4MiB)"
+            ));
+        }
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 4MiB, 512KiB, 100000)"))
+}
+
 fn parse_zone(s: &str) -> Result<ZoneName, String> {
     ZoneName::parse(s).map_err(|e| e.to_string())
 }
@@ -535,6 +580,17 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4MiB").unwrap(), 4 << 20);
+        assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_size("100000").unwrap(), 100_000);
+        assert!(parse_size("4MB").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("").is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The validated configuration commands run with, made from the parsed command line before
 //! anything runs: where zkdns's data lives and how to reach ZooKeeper ([`ZkTarget`]), and the
-//! upstreams `serve` forwards to ([`pick_upstreams`]). Bad values are bad input (exit 2).
+//! upstreams `serve` forwards to ([`pick_upstreams`]) and the limits of its cache
+//! ([`cache_config`]). Bad values are bad input (exit 2).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use anyhow::anyhow;
 use tracing::warn;
 
 use crate::cli::{GlobalArgs, ServeArgs};
+use crate::dns::cache::CacheConfig;
 use crate::error::{Failure, ResultExt};
 use crate::zk::auth::{self, ZkAuth, ZkTls};
 use crate::zk::{Layout, ZkConfig};
@@ -112,6 +114,18 @@ pub fn pick_upstreams(args: &ServeArgs, listen: &[SocketAddr]) -> Result<Vec<Soc
         warn!("no upstream resolvers; names outside the zones get REFUSED");
     }
     Ok(ups)
+}
+
+/// The limits of the cache of forwarded answers, or `None` with `--no-cache`.
+pub fn cache_config(args: &ServeArgs) -> Option<CacheConfig> {
+    let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    (!args.no_cache).then(|| CacheConfig {
+        max_bytes: args.cache_size,
+        max_ttl: secs(args.cache_max_ttl),
+        max_negative_ttl: secs(args.cache_max_negative_ttl),
+        stale_limit: secs(args.cache_stale_limit),
+        stale_ttl: secs(args.stale_ttl),
+    })
 }
 
 #[cfg(test)]

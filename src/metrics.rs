@@ -49,6 +49,9 @@ pub struct QueryShard {
     rcode: [AtomicU64; NR],
     latency: [AtomicU64; NB],
     latency_sum_ns: AtomicU64,
+    /// Forwarded questions answered from the cache, and how many of those from stale data.
+    cache_hits: AtomicU64,
+    cache_stale: AtomicU64,
 }
 
 impl Default for QueryShard {
@@ -58,6 +61,8 @@ impl Default for QueryShard {
             rcode: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_sum_ns: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            cache_stale: AtomicU64::new(0),
         }
     }
 }
@@ -79,6 +84,15 @@ impl QueryShard {
         bump(&self.rcode[usize::from(rcode).min(NR - 1)], 1);
     }
 
+    /// One forwarded question answered from the cache (`stale`: from expired data).
+    #[inline]
+    pub fn cache_hit(&self, stale: bool) {
+        bump(&self.cache_hits, 1);
+        if stale {
+            bump(&self.cache_stale, 1);
+        }
+    }
+
     /// `n` answers that each took `elapsed` from receipt to send (a batch shares its time).
     #[inline]
     pub fn latency(&self, elapsed: Duration, n: u64) {
@@ -95,8 +109,17 @@ impl QueryShard {
 /// Gauges and counters of the parts outside the query path.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Queries sent to an upstream.
+    /// Queries sent to an upstream (a UDP exchange and its retry over TCP count as two).
     pub forwarded: AtomicU64,
+    /// Forwarded questions that joined an identical one already being asked.
+    pub forwards_coalesced: AtomicU64,
+    /// Forwarded questions that the cache could not answer.
+    pub cache_misses: AtomicU64,
+    /// Bad upstream replies, by kind (see `dns::forward::BadKind`).
+    pub upstream_bad_mismatch: AtomicU64,
+    pub upstream_bad_oversized: AtomicU64,
+    pub upstream_bad_malformed: AtomicU64,
+    pub upstream_bad_ttl: AtomicU64,
     /// Upstream exchanges that failed (refused, bad reply) or timed out.
     pub upstream_errors: AtomicU64,
     pub upstream_timeouts: AtomicU64,
@@ -153,6 +176,8 @@ pub struct QueryTotals {
     pub latency_buckets: Vec<(Option<f64>, u64)>,
     pub latency_sum_ns: u64,
     pub latency_count: u64,
+    pub cache_hits: u64,
+    pub cache_stale: u64,
 }
 
 impl Metrics {
@@ -205,6 +230,8 @@ impl Metrics {
             latency_buckets,
             latency_sum_ns: sum(&|s| &s.latency_sum_ns),
             latency_count: cumulative,
+            cache_hits: sum(&|s| &s.cache_hits),
+            cache_stale: sum(&|s| &s.cache_stale),
         }
     }
 }

@@ -37,6 +37,7 @@ pub async fn run(
         metrics: metrics.clone(),
         store: store.clone(),
         upstreams: None,
+        cache: None,
     };
     let http_task = super::start_endpoints(args.metrics, sources, cancel.clone()).await?;
     let stop_sync = cancel.child_token();

@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::cli::{GlobalArgs, ServeArgs};
-use crate::config::{ZkTarget, pick_upstreams};
+use crate::config::{ZkTarget, cache_config, pick_upstreams};
+use crate::dns::cache::Cache;
 use crate::dns::forward::Forwarder;
 use crate::dns::handler::{Acl, Handler, StalePolicy};
 use crate::dns::ratelimit::RateLimiter;
@@ -36,13 +37,14 @@ pub async fn run(
     let bound: Vec<SocketAddr> = sockets.iter().map(|l| l.udp.local).collect();
     let upstreams = pick_upstreams(&args, &bound)?;
     info!(?upstreams, "forwarding names outside the zones");
+    let cache = cache_config(&args).map(|c| Arc::new(Cache::new(c)));
     let store = Store::new();
     let metrics = Arc::new(Metrics::new(workers * args.listen.len()));
     let handler = Arc::new(
         Handler::new(
             store.clone(),
             metrics.clone(),
-            Forwarder::new(upstreams, args.upstream_timeout),
+            Forwarder::new(upstreams, args.upstream_timeout, cache.clone()),
             Acl::new(args.allow.clone()),
             &args.zones,
         )
@@ -56,6 +58,7 @@ pub async fn run(
         metrics: metrics.clone(),
         store: store.clone(),
         upstreams: Some(handler.forwarder.health()),
+        cache,
     };
     let http_task = super::start_endpoints(args.metrics, sources, cancel.clone()).await?;
     let snapshot_task = args.snapshot.clone().map(|path| {

@@ -8,7 +8,10 @@ use std::cell::Cell;
 
 use hickory_proto::rr::RecordType;
 
-use crate::dns::wire::{HEADER_LEN, OPCODE_QUERY, Owner, Query, Reject, Response, rcode};
+use crate::dns::wire::{
+    EDE_NO_AUTHORITY, EDE_STALE, HEADER_LEN, OPCODE_QUERY, OPT_LEN, Owner, Query, Reject, Response,
+    rcode,
+};
 use crate::names::{label_offsets, reverse_addr};
 use crate::store::node::{PTR_RECORD_MAX, ptr_record};
 use crate::store::{Holders, Lookup, RrSetRef, Snapshot, ZoneSnap};
@@ -22,7 +25,6 @@ const TYPE_ANY: u16 = 255;
 const TYPE_PTR: u16 = 12;
 const TYPE_AXFR: u16 = 252;
 const TYPE_IXFR: u16 = 251;
-const OPT_LEN: usize = 11;
 
 /// What the server should do with a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,14 +56,6 @@ pub struct AnswerOptions {
     pub recursion_available: bool,
     pub freshness: Freshness,
 }
-
-/// An EDNS option: Extended DNS Error (code 15) with this INFO-CODE and no text.
-const fn ede(info: u16) -> [u8; 6] {
-    let i = info.to_be_bytes();
-    [0, 15, 0, 2, i[0], i[1]]
-}
-const EDE_STALE: [u8; 6] = ede(3);
-const EDE_NO_AUTHORITY: [u8; 6] = ede(22);
 
 thread_local! {
     static ROTATION: Cell<usize> = const { Cell::new(0) };

@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use tokio::sync::Semaphore;
 
 use crate::dns::answer::{self, AnswerOptions, Freshness, Outcome};
+use crate::dns::cache::{self, Age, Entry, Found, KEY_MAX};
 use crate::dns::forward::{ForwardError, Forwarder};
 use crate::dns::ratelimit::RateLimiter;
 use crate::dns::wire::{self, rcode};
@@ -213,33 +214,79 @@ impl Handler {
                 // a zone we were told to serve, not read yet: make the client retry
                 answer::error_reply(packet, &q, rcode::SERVFAIL, out);
             }
-            Outcome::Forward => return Verdict::Forward,
+            Outcome::Forward => {
+                let Some(cache) = self.forwarder.cache() else {
+                    return Verdict::Forward;
+                };
+                let mut keybuf = [0u8; KEY_MAX];
+                let key = cache::key(&q, &mut keybuf);
+                match cache.answer(key, packet, &q, limit, out) {
+                    Found::Answered { rcode, stale } => {
+                        shard.cache_hit(stale);
+                        shard.response(rcode);
+                        return Verdict::Reply;
+                    }
+                    Found::Miss => return Verdict::Forward,
+                }
+            }
         }
         shard.response(response_rcode(out));
         Verdict::Reply
     }
 
-    /// Forwards `packet` and returns the client's reply (relayed, or SERVFAIL/REFUSED).
+    /// Asks the upstreams about `packet` (a question the cache could not answer at once) and
+    /// returns the client's reply: from the upstreams' answer; when they all fail, from stale
+    /// data if the cache has some (RFC 8767), else SERVFAIL; REFUSED without upstreams.
+    /// `None` when the packet deserves no reply, or too many questions are pending.
     pub async fn forward(&self, packet: &[u8], tcp: bool) -> Option<Vec<u8>> {
         let q = wire::parse_query(packet).ok()?;
         let _permit = self.forwards.try_acquire().ok()?;
         let counters = &self.metrics.counters;
-        Counters::add(&counters.forwarded, 1);
-        let mut out = Vec::new();
         let shard = self.metrics.shard(0);
-        match self.forwarder.forward(packet, &q, tcp, counters).await {
-            Ok(reply) => {
-                shard.response(response_rcode(&reply));
-                return Some(reply);
+        let limit = if tcp {
+            u16::MAX as usize
+        } else {
+            q.udp_limit()
+        };
+        let mut out = Vec::new();
+        let mut keybuf = [0u8; KEY_MAX];
+        let key = cache::key(&q, &mut keybuf);
+        let cache = self.forwarder.cache();
+        if let Some(cache) = cache {
+            // TCP comes here without looking first; UDP looked a moment ago
+            if let Found::Answered { rcode, stale } = cache.answer(key, packet, &q, limit, &mut out)
+            {
+                shard.cache_hit(stale);
+                shard.response(rcode);
+                return Some(out);
             }
+            Counters::add(&counters.cache_misses, 1);
+        }
+        let now = cache.map_or(1, |c| c.now());
+        let code = match self.forwarder.resolve(key, counters).await {
+            Ok(entry) => entry.write_reply(packet, &q, limit, now, None, &mut out),
             Err(ForwardError::NoUpstream) => {
-                answer::error_reply(packet, &q, rcode::REFUSED, &mut out)
+                answer::error_reply(packet, &q, rcode::REFUSED, &mut out);
+                rcode::REFUSED
             }
             Err(ForwardError::AllFailed) => {
-                answer::error_reply(packet, &q, rcode::SERVFAIL, &mut out)
+                let stale = cache.and_then(|c| {
+                    let entry = c.get(key)?;
+                    (entry.age(now, c.config()) == Age::Stale)
+                        .then(|| (entry, c.config().stale_ttl))
+                });
+                match stale {
+                    Some((entry, ttl)) => {
+                        shard.cache_hit(true);
+                        entry.write_reply(packet, &q, limit, now, Some(ttl), &mut out)
+                    }
+                    None => {
+                        Entry::failure(key, now).write_reply(packet, &q, limit, now, None, &mut out)
+                    }
+                }
             }
-        }
-        shard.response(response_rcode(&out));
+        };
+        shard.response(code);
         Some(out)
     }
 }

@@ -12,6 +12,18 @@ pub const EDNS_UDP: u16 = 1232;
 
 pub const TYPE_OPT: u16 = 41;
 pub const OPCODE_QUERY: u8 = 0;
+/// Bytes of an OPT record without options.
+pub const OPT_LEN: usize = 11;
+
+/// An EDNS option: Extended DNS Error (code 15, RFC 8914) with this INFO-CODE and no text.
+const fn ede(info: u16) -> [u8; 6] {
+    let i = info.to_be_bytes();
+    [0, 15, 0, 2, i[0], i[1]]
+}
+/// Extended DNS Error 3, "Stale Answer" (RFC 8767).
+pub const EDE_STALE: [u8; 6] = ede(3);
+/// Extended DNS Error 22, "No Reachable Authority".
+pub const EDE_NO_AUTHORITY: [u8; 6] = ede(22);
 
 pub mod rcode {
     pub const NOERROR: u16 = 0;
@@ -106,7 +118,7 @@ fn read_plain_name(p: &[u8], mut at: usize) -> Option<usize> {
 
 /// Skips a possibly compressed name at `at`; returns the offset after it in the message.
 /// Pointers must point backwards, and the expanded name must fit in 255 bytes.
-fn skip_name(p: &[u8], at: usize) -> Option<usize> {
+pub fn skip_name(p: &[u8], at: usize) -> Option<usize> {
     let mut pos = at;
     let mut end = None;
     let mut total = 0usize;

@@ -11,6 +11,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::dns::cache::Cache;
 use crate::dns::forward::UpstreamHealth;
 use crate::metrics::{Counters, Metrics};
 use crate::store::Store;
@@ -25,6 +26,8 @@ pub struct Sources {
     pub store: Store,
     /// The forwarder's upstreams (none in `hosts` mode).
     pub upstreams: Option<Arc<UpstreamHealth>>,
+    /// The cache of forwarded answers (none in `hosts` mode and with `--no-cache`).
+    pub cache: Option<Arc<Cache>>,
 }
 
 #[derive(Debug)]
@@ -94,6 +97,7 @@ impl Collector for ZkdnsCollector {
             metrics,
             store,
             upstreams,
+            cache,
         } = &self.sources;
         let totals = metrics.totals();
         let c: &Counters = &metrics.counters;
@@ -151,6 +155,77 @@ impl Collector for ZkdnsCollector {
             "Queries forwarded to an upstream resolver",
             load(&c.forwarded),
         )?;
+        counter(
+            &mut e,
+            "zkdns_forwards_coalesced",
+            "Forwarded questions that joined an identical one already being asked upstream",
+            load(&c.forwards_coalesced),
+        )?;
+        let mut m = e.encode_descriptor(
+            "zkdns_upstream_bad_replies",
+            "Upstream replies not taken as they came: another ID or question (ignored), larger \
+             than asked for or malformed (refused), a TTL with its top bit set (taken as 0, not \
+             cached)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, n) in [
+            ("mismatch", &c.upstream_bad_mismatch),
+            ("oversized", &c.upstream_bad_oversized),
+            ("malformed", &c.upstream_bad_malformed),
+            ("ttl_top_bit", &c.upstream_bad_ttl),
+        ] {
+            let labels = [("reason", reason)];
+            m.encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&load(n), None)?;
+        }
+        if let Some(cache) = cache {
+            counter(
+                &mut e,
+                "zkdns_cache_hits",
+                "Forwarded questions answered from the cache (stale answers included)",
+                totals.cache_hits,
+            )?;
+            counter(
+                &mut e,
+                "zkdns_cache_misses",
+                "Forwarded questions the cache could not answer, which went to the upstreams",
+                load(&c.cache_misses),
+            )?;
+            counter(
+                &mut e,
+                "zkdns_cache_stale_answers",
+                "Answers from expired cache entries, served because every upstream failed",
+                totals.cache_stale,
+            )?;
+            counter(
+                &mut e,
+                "zkdns_cache_inserts",
+                "Replies kept in the cache",
+                load(&cache.counters.inserts),
+            )?;
+            counter(
+                &mut e,
+                "zkdns_cache_evictions",
+                "Cache entries dropped to stay within --cache-size",
+                load(&cache.counters.evictions),
+            )?;
+            let (entries, bytes) = cache.usage();
+            gauge(
+                &mut e,
+                "zkdns_cache_entries",
+                "Entries in the cache",
+                None,
+                entries as i64,
+            )?;
+            gauge(
+                &mut e,
+                "zkdns_cache_size",
+                "What the cache entries take, counted as --cache-size counts them",
+                Some(&Unit::Bytes),
+                bytes as i64,
+            )?;
+        }
         counter(
             &mut e,
             "zkdns_upstream_errors",
@@ -304,6 +379,7 @@ mod tests {
             metrics: Arc::new(Metrics::new(2)),
             store: Store::new(),
             upstreams: None,
+            cache: None,
         }
     }
 

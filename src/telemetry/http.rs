@@ -222,6 +222,7 @@ mod tests {
             metrics: Arc::new(Metrics::new(1)),
             store: Store::new(),
             upstreams: None,
+            cache: None,
         })
     }
 

@@ -69,7 +69,7 @@ fn handler(state: MapState) -> &'static Handler {
         Handler::new(
             store,
             Arc::new(Metrics::new(1)),
-            Forwarder::new(Vec::new(), Duration::from_secs(1)),
+            Forwarder::new(Vec::new(), Duration::from_secs(1), None),
             Acl::default(),
             &[],
         )

@@ -13,6 +13,7 @@ mod packet_flood;
 mod register;
 mod security;
 mod serve_bad_data;
+mod serve_cache;
 mod serve_clients;
 mod serve_forward;
 mod serve_garbage;

@@ -1,11 +1,12 @@
 //! Fixtures for the integration tests: a real ZooKeeper ([`ZooKeeper`]) and a three-node
 //! ensemble ([`Ensemble`]), the real `zkdns` binary ([`Zkdns`], and [`Daemon`] for `register`
-//! and `hosts`) and its metrics ([`QueryCounts`]), Knot DNS as reference and upstream ([`Knot`], [`Upstream`]) with a
-//! counting relay in front ([`CountingRelay`]), DNS clients ([`dig`], [`query`]), the
-//! resolver stacks of containers ([`client_programs`], [`in_resolv_ns`]) and a checked query
-//! load ([`QueryLoad`]), znode writers ([`put_set`] …) and a network namespace ([`NetNs`]).
-//! Every process a fixture starts is killed on Drop, and by a watchdog if the test process
-//! dies first.
+//! and `hosts`) and its metrics ([`QueryCounts`]), Knot DNS as reference and upstream
+//! ([`Knot`], [`Upstream`]) with a counting relay in front ([`CountingRelay`]), a misbehaving
+//! upstream ([`ScriptedUpstream`]), DNS clients ([`dig`], [`query`]), the resolver stacks of
+//! containers ([`client_programs`], [`in_resolv_ns`]) and a checked query load
+//! ([`QueryLoad`]), znode writers ([`put_set`] …) and a network namespace ([`NetNs`]). Every
+//! process a fixture starts is killed on Drop, and by a watchdog if the test process dies
+//! first.
 
 // Shared by every test module; not every module uses every helper.
 #![allow(dead_code, unused_imports)]
@@ -21,6 +22,7 @@ mod netns;
 mod process;
 mod proxy;
 mod relay;
+mod scripted;
 mod tls;
 mod wait;
 mod zkdns;
@@ -38,6 +40,7 @@ pub use netns::*;
 pub use process::*;
 pub use proxy::*;
 pub use relay::*;
+pub use scripted::*;
 pub use tls::*;
 pub use wait::*;
 pub use zkdns::*;

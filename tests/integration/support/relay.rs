@@ -28,6 +28,9 @@ pub struct Relayed {
 pub struct CountingRelay {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Relayed>>>,
+    /// While set, queries are counted but neither passed on nor answered: the upstream as a
+    /// dead one looks to the stub.
+    silent: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -46,11 +49,12 @@ impl CountingRelay {
         udp.set_read_timeout(Some(POLL)).unwrap();
         tcp.set_nonblocking(true).unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let silent = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let threads = vec![
             {
-                let (seen, stop) = (seen.clone(), stop.clone());
-                std::thread::spawn(move || relay_udp(udp, upstream, &seen, &stop))
+                let (seen, silent, stop) = (seen.clone(), silent.clone(), stop.clone());
+                std::thread::spawn(move || relay_udp(udp, upstream, &seen, &silent, &stop))
             },
             {
                 let (seen, stop) = (seen.clone(), stop.clone());
@@ -60,9 +64,16 @@ impl CountingRelay {
         CountingRelay {
             addr,
             seen,
+            silent,
             stop,
             threads,
         }
+    }
+
+    /// Stops answering over UDP (queries are still counted), as a dead upstream; or, with
+    /// `false`, answers again.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::Relaxed);
     }
 
     /// Where the stub sends its queries instead of the upstream.
@@ -111,6 +122,7 @@ fn relay_udp(
     socket: UdpSocket,
     upstream: SocketAddr,
     seen: &Mutex<Vec<Relayed>>,
+    silent: &AtomicBool,
     stop: &AtomicBool,
 ) {
     let mut buf = vec![0u8; 65535];
@@ -123,6 +135,9 @@ fn relay_udp(
             question: question(&buf[..n]),
             tcp: false,
         });
+        if silent.load(Ordering::Relaxed) {
+            continue;
+        }
         // one socket per query, as the stub does: a late reply cannot answer the next one
         let Ok(out) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
             continue;
