@@ -1,5 +1,5 @@
 //! The cache of forwarded answers, read on the UDP fast path without a lock or an allocation:
-//! [`SHARDS`] tables, each an immutable hash table published through `arc-swap`, which a
+//! up to 256 tables, each an immutable hash table published through `arc-swap`, which a
 //! writer replaces whole (a copy of one small shard) when it adds an entry. Readers load the
 //! current table of one shard, find the entry and write the client's reply from it: its own
 //! ID, its question as it was asked (letter case included), TTLs counted down by the time
@@ -17,6 +17,7 @@
 //! used since the hand last passed them go first (a CLOCK: every hit sets its entry's flag,
 //! the hand clears it).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -29,15 +30,36 @@ use hashbrown::HashTable;
 use crate::dns::wire::{self, EDE_STALE, EDNS_UDP, HEADER_LEN, OPT_LEN, Query, TYPE_OPT};
 use crate::names::MAX_WIRE_NAME;
 
-/// Tables of the cache. A power of two: the shard is the low bits of the key's hash.
-pub const SHARDS: usize = 64;
+/// Most tables the cache is split into.
+const MAX_SHARDS: usize = 256;
+/// Least share of each table: an insert copies one table's pointers, so tables stay small,
+/// but large enough for entries of a quarter of it (4 KiB).
+const MIN_SHARD_BYTES: usize = 16 * 1024;
+
+/// Tables for a cache of `max_bytes`: a power of two, each of at least [`MIN_SHARD_BYTES`]
+/// (256 of 16 KiB for the default 4 MiB).
+fn shard_count(max_bytes: usize) -> usize {
+    let n = (max_bytes / MIN_SHARD_BYTES).clamp(1, MAX_SHARDS);
+    1 << n.ilog2()
+}
 /// Longest key: a name, its type and class, and the flags byte.
 pub const KEY_MAX: usize = MAX_WIRE_NAME + 5;
 /// How long a question whose upstreams all failed, with nothing stale to answer, gets
 /// SERVFAIL from the cache before the upstreams are asked again (RFC 2308 §7.1 allows 5 min).
 const FAILURE_TTL: u32 = 5;
-/// What an entry costs besides its key and message: the `Arc`, the struct, the table slot.
-const ENTRY_OVERHEAD: usize = 136;
+/// What an entry costs in a shard besides its allocations: its slot in the hash table (a
+/// pointer and a tag byte) and in the CLOCK queue (hash and pointer).
+const SLOT_BYTES: usize = 9 + 16;
+
+/// The heap an allocation of `n` bytes takes from glibc's malloc: 8 bytes of header, rounded
+/// up to 16, at least 32.
+const fn chunk(n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    let c = (n + 8).div_ceil(16) * 16;
+    if c < 32 { 32 } else { c }
+}
 
 const TYPE_SOA: u16 = 6;
 const RCODE_NOERROR: u16 = 0;
@@ -179,8 +201,16 @@ pub enum Age {
 }
 
 impl Entry {
+    /// The memory the entry takes, as the cache counts it against `--cache-size`: every
+    /// allocation as malloc rounds it, and its slots in the shard's table.
     fn size(&self) -> usize {
-        ENTRY_OVERHEAD + self.key.len() + self.msg.len() + 4 * self.ends.len()
+        // the Arc's allocation: two counters and the struct
+        chunk(16 + std::mem::size_of::<Entry>())
+            + chunk(self.key.len())
+            + chunk(self.msg.len())
+            + chunk(2 * self.ends.len())
+            + chunk(2 * self.ttl_at.len())
+            + SLOT_BYTES
     }
 
     pub fn key(&self) -> &[u8] {
@@ -492,8 +522,9 @@ struct Shard {
 #[derive(Debug, Clone, Default)]
 struct Table {
     entries: HashTable<Arc<Entry>>,
-    /// The same entries, in the order the CLOCK hand meets them: the next candidate first.
-    order: Vec<Arc<Entry>>,
+    /// The same entries with their hashes, in the order the CLOCK hand meets them: the next
+    /// candidate first.
+    order: VecDeque<(u64, Arc<Entry>)>,
     bytes: usize,
 }
 
@@ -526,7 +557,9 @@ pub struct Cache {
 impl Cache {
     pub fn new(config: CacheConfig) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: (0..shard_count(config.max_bytes))
+                .map(|_| Shard::default())
+                .collect(),
             hasher: RandomState::default(),
             config,
             clock: Clock(Instant::now()),
@@ -547,8 +580,10 @@ impl Cache {
         self.hasher.hash_one(key)
     }
 
+    /// The shard of `hash`: bits the shard's own table does not use (hashbrown takes the low
+    /// bits for the bucket and the top seven for the tag).
     fn shard(&self, hash: u64) -> &Shard {
-        &self.shards[hash as usize & (SHARDS - 1)]
+        &self.shards[(hash >> 32) as usize & (self.shards.len() - 1)]
     }
 
     /// The entry for `key`, whatever its age.
@@ -590,50 +625,49 @@ impl Cache {
 
     /// Keeps `entry` (replacing what `key` had), making room by evicting entries in its
     /// shard. An entry larger than a quarter of a shard's share is not kept (with the default
-    /// 4 MiB, one of 16 KiB: some 900 addresses).
+    /// 4 MiB, one of 4 KiB: some 200 addresses).
     pub fn insert(&self, entry: Arc<Entry>) {
-        let per_shard = self.config.max_bytes / SHARDS;
+        let per_shard = self.config.max_bytes / self.shards.len();
         if !entry.is_kept() || entry.size() > per_shard / 4 {
             return;
         }
-        let shard = self.shard(self.hash(&entry.key));
+        let hash = self.hash(&entry.key);
+        let shard = self.shard(hash);
         let _writer = shard.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let current = shard.table.load_full();
         let now = self.now();
-        // the old entries, less the dead ones and the one replaced
-        let mut queue: std::collections::VecDeque<Arc<Entry>> = current
-            .order
-            .iter()
-            .filter(|e| *e.key != *entry.key && e.age(now, &self.config) != Age::Dead)
-            .cloned()
-            .collect();
-        let mut bytes = entry.size() + queue.iter().map(|e| e.size()).sum::<usize>();
+        // a copy of the shard's table: the entries are shared, only the pointers are copied
+        let mut next = Table::clone(&shard.table.load());
+        if let Ok(old) = next.entries.find_entry(hash, |e| *e.key == *entry.key) {
+            let (old, _) = old.remove();
+            next.bytes -= old.size();
+            next.order.retain(|(_, e)| !Arc::ptr_eq(e, &old));
+        }
+        next.bytes += entry.size();
         let mut evicted = 0;
         // CLOCK: an entry used since the hand last passed it loses its flag and goes round
-        // again; one that was not is evicted. After a whole round every flag is clear.
+        // again; one that was not (or is past its stale limit) is evicted. After a whole round
+        // every flag is clear.
         let mut spared = 0;
-        let round = queue.len();
-        while bytes > per_shard {
-            let Some(e) = queue.pop_front() else { break };
-            if spared < round && e.used.swap(false, Ordering::Relaxed) {
+        let round = next.order.len();
+        while next.bytes > per_shard {
+            let Some((h, e)) = next.order.pop_front() else {
+                break;
+            };
+            let alive = e.age(now, &self.config) != Age::Dead;
+            if alive && spared < round && e.used.swap(false, Ordering::Relaxed) {
                 spared += 1;
-                queue.push_back(e);
+                next.order.push_back((h, e));
                 continue;
             }
-            bytes -= e.size();
+            if let Ok(found) = next.entries.find_entry(h, |x| Arc::ptr_eq(x, &e)) {
+                found.remove();
+            }
+            next.bytes -= e.size();
             evicted += 1;
         }
-        queue.push_back(entry);
-        let mut next = Table {
-            entries: HashTable::with_capacity(queue.len()),
-            order: Vec::with_capacity(queue.len()),
-            bytes,
-        };
-        for e in queue {
-            next.entries
-                .insert_unique(self.hash(&e.key), e.clone(), |e| self.hash(&e.key));
-            next.order.push(e);
-        }
+        next.entries
+            .insert_unique(hash, entry.clone(), |e| self.hash(&e.key));
+        next.order.push_back((hash, entry));
         shard.table.store(Arc::new(next));
         self.counters.inserts.fetch_add(1, Ordering::Relaxed);
         self.counters
