@@ -56,6 +56,7 @@ trap 'exit 143' TERM
 need_packages() {
   local want=()
   command -v dnsperf >/dev/null || want+=(dnsperf)
+  command -v dig >/dev/null || want+=(bind9-dnsutils)
   command -v dnsmasq >/dev/null || want+=(dnsmasq-base)
   command -v unbound >/dev/null || want+=(unbound)
   command -v knotd >/dev/null || want+=(knot)

@@ -2,7 +2,7 @@
 """Turns the raw figures of bench/run.sh (bench/results/<part>.tsv) into ratios against the
 peers of the same run and PASS/FAIL against the targets of issue 8.
 
-usage: report.py PART --results DIR        PART: serving propagation coldstart hosts criterion
+usage: report.py PART --results DIR        PART: serving forwarding propagation coldstart hosts criterion
        report.py summary --results DIR --rev REV --quick 0|1
 
 Each PART writes DIR/<part>.md (also printed) and DIR/<part>.json (its targets); summary
@@ -19,13 +19,15 @@ import statistics
 import sys
 from collections import defaultdict
 
-PARTS = ["serving", "propagation", "coldstart", "hosts", "criterion"]
+PARTS = ["serving", "forwarding", "propagation", "coldstart", "hosts", "criterion"]
 PEER_NAMES = {
     "knot": "Knot DNS",
     "unbound": "Unbound",
     "dnsmasq": "dnsmasq",
     "hickory": "hickory-dns",
     "zkdns": "zkdns",
+    "zkdns-nocache": "zkdns --no-cache (reference)",
+    "dnsmasq-default": "dnsmasq, default 150-entry cache",
     "floor": "bare loop (reference)",
 }
 # Measured beside the peers, never one of them: bench/tool/src/floor.rs.
@@ -218,6 +220,112 @@ def target_lines(targets):
     for t in targets:
         out.append(f"- **{verdict(t['pass'])}** {t['target']}: {t['measured']}")
     return out + [""] if out else out
+
+
+# --- forwarding ---------------------------------------------------------------------------------
+FWD_PHASES = {
+    "warm": "warm: 1,000 names, A and AAAA, asked over and over",
+    "negative": "negative: 1,000 missing names (NXDOMAIN + SOA) asked over and over",
+    "cold": "cold: every name new (every query a miss)",
+    "inzone": "in-zone reference: zkdns answering names of its own zone at the same rate",
+}
+# The caching peers that zkdns is held against; the others are shown for reference.
+FWD_PEERS = ["dnsmasq", "unbound"]
+
+
+def forwarding(results):
+    meta, m = {}, defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in rows(os.path.join(results, "forwarding.tsv"))[1:]:
+        if r[0] == "meta":
+            meta = dict(zip(r[1::2], r[2::2]))
+            continue
+        phase, server, _rep, metric, value = r
+        try:
+            m[phase][server][metric].append(float(value))
+        except ValueError:
+            pass
+    rate = int(meta.get("rate", 0))
+    lines = [
+        "## Forwarding (names outside the zones)",
+        "",
+        f"Each server a caching forwarder pinned to one core in front of the same upstream "
+        f"(bench/tool upstream: authoritative, TTL 300, counting what it is asked) at {rate:,} qps for "
+        f"{meta.get('secs', '?')} s per phase, {meta.get('reps', '?')} repetitions with names new to "
+        "every server; medians. *Upstream* is the queries that reached the upstream per phase.",
+        "",
+    ]
+    targets = []
+    servers = sorted({s for p in m.values() for s in p}, key=lambda s: (s not in ("zkdns",), s))
+
+    def v(phase, s, metric):
+        return med(m[phase][s].get(metric, []))
+
+    for phase, title in FWD_PHASES.items():
+        if phase not in m:
+            continue
+        lines += [f"### {title}", "",
+                  "| server | CPU µs/query | avg latency µs | p99 latency µs | upstream queries | answered % |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for s in servers:
+            if s not in m[phase]:
+                continue
+            lines.append(f"| {PEER_NAMES.get(s, s)} | {fmt(v(phase, s, 'cpu_us'), 2)} | {fmt(v(phase, s, 'latency_us'), 0)} | "
+                         f"{fmt(v(phase, s, 'p99_us'), 0)} | {fmt(v(phase, s, 'upstream'), 0)} | "
+                         f"{fmt(v(phase, s, 'answered_pct'), 1)} |")
+        lines.append("")
+        peers = [p for p in FWD_PEERS if p in m[phase] and v(phase, p, "cpu_us") is not None]
+        if "zkdns" not in m[phase] or not peers:
+            continue
+
+        def best(metric):
+            return min((v(phase, p, metric), p) for p in peers if v(phase, p, metric) is not None)
+
+        z_cpu, z_lat, z_up = (v(phase, "zkdns", k) for k in ("cpu_us", "latency_us", "upstream"))
+        (c_best, c_peer), (l_best, l_peer), (u_best, u_peer) = best("cpu_us"), best("latency_us"), best("upstream")
+        if phase == "inzone":
+            continue
+        if phase in ("warm", "negative"):
+            r = z_cpu / c_best
+            targets.append({
+                "target": f"{phase}: CPU/query ≤ 0.8× best caching peer and avg latency ≤ best peer's",
+                "measured": f"CPU {z_cpu:.2f} µs = {r:.2f}× {PEER_NAMES[c_peer]}; latency {z_lat:.0f} µs vs "
+                            f"{l_best:.0f} µs ({PEER_NAMES[l_peer]})",
+                "pass": r <= 0.8 and z_lat <= l_best,
+            })
+            targets.append({
+                "target": f"{phase}: queries reaching the upstream ≤ best peer's",
+                "measured": f"{z_up:,.0f} vs {u_best:,.0f} ({PEER_NAMES[u_peer]})",
+                "pass": z_up <= u_best,
+            })
+        else:
+            r = z_cpu / c_best
+            targets.append({
+                "target": "cold: CPU/query ≤ 1.0× best caching peer",
+                "measured": f"CPU {z_cpu:.2f} µs = {r:.2f}× {PEER_NAMES[c_peer]}",
+                "pass": r <= 1.0,
+            })
+    neg, own, miss = (v(p, "zkdns", "cpu_us") for p in ("negative", "inzone", "cold"))
+    asked, sent = v("negative", "zkdns", "queries"), v("negative", "zkdns", "upstream")
+    if neg and own and miss and asked and sent is not None and asked > sent:
+        # the negative phase is all hits but its first 1,000 questions: take their cost out
+        hit = (neg * asked - miss * sent) / (asked - sent)
+        lines += [f"A cache hit costs what an in-zone answer does: the negative phase's {neg:.2f} µs a query, "
+                  f"less its {sent:,.0f} misses at the cold phase's {miss:.2f} µs, is {hit:.2f} µs a hit, "
+                  f"against {own:.2f} µs for a name of the zone ({hit / own:.2f}×).", ""]
+    rss = {s: v("cold", s, "rss_kb") for s in servers if v("cold", s, "rss_kb")}
+    if rss:
+        lines += ["RSS at the end (every cache as full as the cold phase made it):", "",
+                  "| server | RSS MiB |", "| --- | ---: |"]
+        lines += [f"| {PEER_NAMES.get(s, s)} | {rss[s] / 1024:.1f} |" for s in servers if s in rss]
+        lines.append("")
+        if "zkdns" in rss and "dnsmasq-default" in rss:
+            targets.append({
+                "target": "RSS with the cache filled ≤ dnsmasq's with its default cache",
+                "measured": f"{rss['zkdns'] / 1024:.1f} MiB vs {rss['dnsmasq-default'] / 1024:.1f} MiB",
+                "pass": rss["zkdns"] <= rss["dnsmasq-default"],
+            })
+    lines += target_lines(targets)
+    write(results, "forwarding", lines, targets)
 
 
 # --- propagation --------------------------------------------------------------------------------

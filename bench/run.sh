@@ -3,8 +3,8 @@
 #
 #   bench/run.sh [--quick] [PART...]
 #
-# PART is any of: serving propagation coldstart hosts criterion (default: all of them), or
-# profile (not in the default set: a perf profile of zkdns under the serving load).
+# PART is any of: serving forwarding propagation coldstart hosts criterion (default: all of
+# them), or profile (not in the default set: a perf profile of zkdns under the serving load).
 # Installs its peers from Debian's packages when missing, builds zkdns --release and the
 # driver (bench/tool), starts its own ZooKeeper on a free loopback port, and stops
 # everything it started on exit, Ctrl-C or failure. Each part prints its figures as ratios
@@ -14,11 +14,12 @@
 #
 # Environment: BENCH_REPS (3), BENCH_FIXED_SECS, BENCH_MAX_SECS, BENCH_RATE (40000),
 # BENCH_SIZES ("10000 100000"), BENCH_SERVERS ("zkdns knot unbound dnsmasq hickory floor"),
-# BENCH_NO_HICKORY=1 to skip building hickory-dns.
+# BENCH_FWD_RATE (10000), BENCH_FWD_SERVERS ("zkdns zkdns-nocache dnsmasq dnsmasq-default
+# unbound"), BENCH_NO_HICKORY=1 to skip building hickory-dns.
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
-for part in serving propagation coldstart hosts criterion profile; do
+for part in serving forwarding propagation coldstart hosts criterion profile; do
   . "$BENCH_DIR/$part.sh"
 done
 
@@ -27,12 +28,12 @@ PARTS=()
 for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    serving | propagation | coldstart | hosts | criterion | profile) PARTS+=("$arg") ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    serving | forwarding | propagation | coldstart | hosts | criterion | profile) PARTS+=("$arg") ;;
     *) echo "bench/run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done
-[ ${#PARTS[@]} -gt 0 ] || PARTS=(serving propagation coldstart hosts criterion)
+[ ${#PARTS[@]} -gt 0 ] || PARTS=(serving forwarding propagation coldstart hosts criterion)
 
 mkdir -p "$WORK" "$RESULTS"
 rm -rf "$RUN"
@@ -44,7 +45,7 @@ log "zkdns $ZKDNS_REV; parts: ${PARTS[*]}$([ $QUICK = 1 ] && echo ' (quick)')"
 
 needs_zk=0
 for part in "${PARTS[@]}"; do
-  case $part in serving | propagation | coldstart | hosts | profile) needs_zk=1 ;; esac
+  case $part in serving | forwarding | propagation | coldstart | hosts | profile) needs_zk=1 ;; esac
 done
 [ $needs_zk = 1 ] && start_zookeeper
 

@@ -11,6 +11,7 @@ mod propagation;
 mod proxy;
 mod resync;
 mod stats;
+mod upstream;
 mod zk;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,8 @@ enum Cmd {
     Hosts(hosts::Args),
     /// The bare loop: a reference UDP server with next to no DNS work (the CPU floor)
     Floor(floor::Args),
+    /// An authoritative upstream for fwd.test that counts the queries it gets
+    Upstream(upstream::Args),
 }
 
 // One thread for the runtime: children are started from it, and their parent-death signal
@@ -52,6 +55,7 @@ async fn main() -> std::process::ExitCode {
         Cmd::Resync(a) => resync::run(a).await,
         Cmd::Hosts(a) => hosts::run(a).await,
         Cmd::Floor(a) => floor::run(a),
+        Cmd::Upstream(a) => upstream::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
