@@ -34,33 +34,14 @@ fwd_cmd() {
       if [ "$name" = dnsmasq ]; then SRV_CMD+=(--cache-size=10000); fi
       ;;
     unbound)
-      cat >"$conf/unbound.conf" <<EOF
-server:
-    interface: 127.0.0.1@$port
-    port: $port
-    num-threads: 1
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    directory: "$conf"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    do-ip6: no
-    so-reuseport: no
-    access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
+      # Unbound answers the special-use name test. itself (RFC 6761) unless told not to
+      unbound_conf "$conf/unbound.conf" "$port" "$conf" '    do-not-query-localhost: no
     module-config: "iterator"
     qname-minimisation: no
-    # Unbound answers the special-use name test. itself (RFC 6761) unless told not to
-    local-zone: "test." nodefault
-forward-zone:
-    name: "."
+    local-zone: "test." nodefault' "forward-zone:
+    name: \".\"
     forward-addr: 127.0.0.1@$up
-remote-control:
-    control-enable: no
-EOF
+"
       SRV_CMD=(unbound -d -c "$conf/unbound.conf")
       ;;
     *) die "unknown forwarder $name" ;;

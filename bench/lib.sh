@@ -211,6 +211,32 @@ zk_load() {
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f\n", b - a }'
 }
 
+# unbound_conf FILE PORT DIR SERVER_LINES [SECTIONS]: writes an Unbound configuration for one
+# thread on 127.0.0.1:PORT in the foreground (working directory DIR, logging to stderr), with
+# SERVER_LINES added to its server clause and SECTIONS (whole clauses) after it.
+unbound_conf() {
+  cat >"$1" <<EOF
+server:
+    interface: 127.0.0.1@$2
+    port: $2
+    num-threads: 1
+    do-daemonize: no
+    chroot: ""
+    username: ""
+    directory: "$3"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    do-ip6: no
+    so-reuseport: no
+    access-control: 127.0.0.0/8 allow
+$4
+${5:-}remote-control:
+    control-enable: no
+EOF
+}
+
 # --- the servers --------------------------------------------------------------------------------
 # server_cmd NAME N PORT: writes NAME's configuration for the set of N names on
 # 127.0.0.1:PORT into $RUN/NAME-N and sets SRV_CMD to its command line (foreground).
@@ -248,26 +274,7 @@ EOF
       SRV_CMD=(knotd -c "$conf/knot.conf")
       ;;
     unbound)
-      cat >"$conf/unbound.conf" <<EOF
-server:
-    interface: 127.0.0.1@$port
-    port: $port
-    num-threads: 1
-    do-daemonize: no
-    chroot: ""
-    username: ""
-    directory: "$conf"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    verbosity: 0
-    do-ip6: no
-    so-reuseport: no
-    access-control: 127.0.0.0/8 allow
-    include: "$dir/unbound.conf"
-remote-control:
-    control-enable: no
-EOF
+      unbound_conf "$conf/unbound.conf" "$port" "$conf" "    include: \"$dir/unbound.conf\""
       SRV_CMD=(unbound -d -c "$conf/unbound.conf")
       ;;
     dnsmasq)

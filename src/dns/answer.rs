@@ -357,7 +357,7 @@ fn finish(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dns::wire::{EDNS_UDP, MIN_UDP, parse_query};
     use crate::zk::Layout;
@@ -418,7 +418,8 @@ mod tests {
         snapshot(&nodes)
     }
 
-    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    /// A query for `name` with RD, and EDNS of `edns` bytes when given (ID 0x4242).
+    pub(crate) fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
         let mut m = Message::query();
         m.metadata.id = 0x4242;
         m.metadata.recursion_desired = true;

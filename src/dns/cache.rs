@@ -687,23 +687,11 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::answer::tests::query;
     use crate::dns::wire::parse_query;
     use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as HQuery, ResponseCode};
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
-
-    fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-        let mut m = Message::query();
-        m.metadata.id = 0xBEEF;
-        m.metadata.recursion_desired = true;
-        m.add_query(HQuery::query(Name::from_ascii(name).unwrap(), qtype));
-        if let Some(size) = edns {
-            let mut e = Edns::new();
-            e.set_max_payload(size);
-            m.set_edns(e);
-        }
-        m.to_vec().unwrap()
-    }
 
     /// An upstream's reply to `name A`: `addrs` with `ttl`, or with none a negative answer
     /// (`soa`: its TTL and MINIMUM).
@@ -792,7 +780,7 @@ mod tests {
         assert_eq!(e.age(400, &config), Age::Stale);
         assert_eq!(e.age(400 + config.stale_limit, &config), Age::Dead);
         let m = render(&e, &packet, 160, None);
-        assert_eq!(m.metadata.id, 0xBEEF);
+        assert_eq!(m.metadata.id, 0x4242);
         assert!(m.metadata.recursion_available && !m.metadata.authoritative);
         assert_eq!(
             m.queries[0].name().to_ascii(),

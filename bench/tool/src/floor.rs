@@ -40,7 +40,7 @@ fn wire_name(name: &str) -> Vec<u8> {
 
 /// The length of the name at the start of `b` (uncompressed, as questions are), with its
 /// terminating zero.
-fn name_len(b: &[u8]) -> Option<usize> {
+pub(crate) fn name_len(b: &[u8]) -> Option<usize> {
     let mut at = 0;
     loop {
         let len = *b.get(at)? as usize;

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::floor::name_len;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Address to answer on
@@ -31,21 +33,6 @@ const ZONE: &[u8] = b"\x03fwd\x04test\x00";
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
 const TYPE_OPT: u16 = 41;
-
-/// The length of the name at the start of `b` (uncompressed, as questions are).
-fn name_len(b: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    loop {
-        let len = *b.get(at)? as usize;
-        if len == 0 {
-            return Some(at + 1);
-        }
-        if len > 63 {
-            return None;
-        }
-        at += 1 + len;
-    }
-}
 
 fn push_rr(out: &mut Vec<u8>, rtype: u16, ttl: u32, rdata: &[u8]) {
     out.extend_from_slice(&[0xC0, 12]);
