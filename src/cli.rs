@@ -199,6 +199,108 @@ pub enum Command {
     /// Keep a block of a hosts file equal to the names of the zones
     #[command(after_help = HOSTS_HELP)]
     Hosts(HostsArgs),
+    /// Let a registrar identity register members under a name, and nothing else (admin)
+    #[command(after_help = GRANT_HELP)]
+    Grant(GrantArgs),
+    /// Take a name's grant away from a registrar; its live members stay until their session
+    /// ends (admin)
+    #[command(after_help = REVOKE_HELP)]
+    Revoke(GrantArgs),
+    /// Show who may do what to the names, print this identity's ID, or lock open nodes
+    #[command(subcommand, after_help = ACL_HELP)]
+    Acl(AclCommand),
+}
+
+const GRANT_HELP: &str = "\
+Run with the admin's credentials (--zk-auth-file or ZKDNS_ZK_AUTH). Makes each NAME's node if
+needed (a persistent node with no records: it answers NODATA until a member registers) and
+sets its ACL to: the admin every right (cdrwa), the registrar create and delete (cd: add and
+remove members), anyone read. A node that was open to anyone is locked that way; other entries
+are kept. The registrar may then `zkdns register NAME` with its own credentials, and cannot
+change the record set, create or delete names, touch other names or change any ACL.
+ID is digest:USER:HASH, what `zkdns acl id` prints for the registrar's credentials.
+NAME may be a pattern whose first label holds '*' (e.g. 'web-*.cluster.test'): it grants
+the names that exist now and match; names made later need a grant of their own.
+
+Examples:
+  zkdns --zk-auth-file admin.secret grant web.cluster.test _http._tcp.web.cluster.test \\
+    --registrar digest:web:AwO13a/THN/VSGwbqUTjVI6SQSw=";
+
+const REVOKE_HELP: &str = "\
+Removes the registrar's entry from each NAME's ACL (the admin's credentials are needed). The
+registrar's live members are not deleted: they stay until its session ends (its `register`
+exits or its container dies); its next registration fails with exit 1. `zkdns rm NAME
+--force` deletes them at once.
+
+Examples:
+  zkdns --zk-auth-file admin.secret revoke web.cluster.test --registrar digest:web:AwO13a/THN/VSGwbqUTjVI6SQSw=";
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// Absolute names, e.g. web.cluster.test, or patterns such as 'web-*.cluster.test'
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+    /// The registrar: digest:USER:HASH (see `zkdns acl id`)
+    #[arg(long, env = "ZKDNS_REGISTRAR", value_name = "ID")]
+    pub registrar: String,
+    /// Zone of the names; default: the longest zone under the root that each ends with
+    #[arg(long, env = "ZKDNS_GRANT_ZONE", value_parser = parse_zone)]
+    pub zone: Option<ZoneName>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// List who may do what, in words: the root, zones and every zone (no argument), a zone
+    /// and its names, or one name and its members
+    #[command(after_help = ACL_SHOW_HELP)]
+    Show(AclShowArgs),
+    /// Print the ID that ACLs name for the credentials given (--zk-auth-file or
+    /// ZKDNS_ZK_AUTH), for `grant --registrar`; connects to nothing
+    #[command(after_help = ACL_ID_HELP)]
+    Id,
+    /// Give every node that anyone may change to the admin (cdrwa), leaving anyone read;
+    /// grants and other entries are kept (the migration step that ends an open deployment)
+    #[command(after_help = ACL_LOCK_HELP)]
+    Lock(AclLockArgs),
+}
+
+const ACL_HELP: &str = "\
+Examples:
+  zkdns acl show web.cluster.test
+  ZKDNS_ZK_AUTH=web:PASSWORD zkdns acl id
+  zkdns --zk-auth-file admin.secret acl lock --dry-run";
+
+const ACL_ID_HELP: &str = "\
+Examples:
+  ZKDNS_ZK_AUTH=web:PASSWORD zkdns acl id
+  zkdns --zk-auth-file web.secret acl id";
+
+const ACL_LOCK_HELP: &str = "\
+Examples:
+  zkdns --zk-auth-file admin.secret acl lock --dry-run
+  zkdns --zk-auth-file admin.secret acl lock --zone cluster.test";
+
+const ACL_SHOW_HELP: &str = "\
+Examples:
+  zkdns acl show
+  zkdns acl show cluster.test
+  zkdns acl show web.cluster.test";
+
+#[derive(Debug, Args)]
+pub struct AclShowArgs {
+    /// A zone (e.g. cluster.test) or a name in one (e.g. web.cluster.test); default: the
+    /// root, the zones node and every zone
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AclLockArgs {
+    /// Lock only this zone (its node, names and members); default: everything under the root
+    #[arg(long, env = "ZKDNS_LOCK_ZONE", value_parser = parse_zone)]
+    pub zone: Option<ZoneName>,
+    /// Say what would change, change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,8 @@
 //! - [`zk`] talks to ZooKeeper. [`zk::sync`] is the only writer of the map: a persistent
 //!   recursive watch on `<root>/zones`, a full read ([`zk::zone`]) on every (re)connect, and
 //!   per-event re-reads, all applied to a decoded [`zk::tree::Tree`]. [`zk::write`] writes for
-//!   the tools; [`zk::auth`] holds the credentials, TLS settings and the ACL of created nodes.
+//!   the tools; [`zk::auth`] holds the credentials, TLS settings and the ACL of created nodes;
+//!   [`zk::acl`] what ACLs say: admins, registrars' grants, and reading them back in words.
 //! - [`store`] turns the tree into an immutable [`store::Snapshot`] (records pre-encoded in
 //!   wire format) and publishes it with `arc-swap`: readers never wait on the writer.
 //!   [`snapfile`] keeps a copy on disk for a restart while ZooKeeper is down.
@@ -67,5 +68,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rm(args) => cmd::rm::run(global, args).await,
         Command::Register(args) => cmd::register::run(global, args, cancel).await,
         Command::Hosts(args) => cmd::hosts::run(global, args, cancel).await,
+        Command::Grant(args) => cmd::grant::run(global, args, false).await,
+        Command::Revoke(args) => cmd::grant::run(global, args, true).await,
+        Command::Acl(command) => cmd::acl::run(global, command).await,
     }
 }

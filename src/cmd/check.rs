@@ -1,7 +1,7 @@
 //! `zkdns check`: validates the configuration `serve` would run with (same flags, same
 //! `ZKDNS_*` variables), then whether ZooKeeper answers and holds the zones, and whether each
-//! upstream answers a real query. One line per check; exit 0 all good, 1 something did not
-//! answer, 2 bad configuration.
+//! upstream answers a real query, and what the ACLs leave open. One line per check (`WARN`
+//! lines do not fail it); exit 0 all good, 1 something did not answer, 2 bad configuration.
 
 use std::fmt::Display;
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use crate::dns::forward;
 use crate::error::Failure;
 use crate::metrics::RCODES;
 use crate::names::{ZoneName, list};
+use crate::zk::acl::{self, Scope};
 use crate::zk::{Layout, ZkConfig, ZkError, close, connect};
 
 /// The outcome of the checks, printed as they are made.
@@ -30,6 +31,12 @@ impl Report {
     fn ok(&mut self, what: impl Display, detail: impl Display) {
         self.checks += 1;
         println!("OK   {what}: {detail}");
+    }
+
+    /// Worth an operator's attention, but serving works: not a failure.
+    fn warn(&mut self, what: impl Display, reason: impl Display) {
+        self.checks += 1;
+        println!("WARN {what}: {reason}");
     }
 
     fn fail(&mut self, what: impl Display, reason: impl Display) {
@@ -144,6 +151,7 @@ async fn check_zookeeper(
         ),
     );
     check_zones(report, &client, layout, wanted).await;
+    check_acls(report, &client, layout).await;
     close(client).await;
     Ok(())
 }
@@ -185,6 +193,48 @@ async fn check_zones(report: &mut Report, client: &Client, layout: &Layout, want
             Ok(None) => report.fail(format!("zone {zone}"), format!("{path} does not exist")),
             Err(e) => report.fail(format!("zone {zone}"), format!("cannot read {path}: {e}")),
         }
+    }
+}
+
+/// Warns about nodes anyone may change (credentials protect nothing there) and grants
+/// whose registrar has no member (left over, or a registrar that is not running).
+async fn check_acls(report: &mut Report, client: &Client, layout: &Layout) {
+    const SHOWN: usize = 10;
+    let nodes = match acl::walk(client, layout, &Scope::All).await {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            report.warn("acls", format!("not checked: {:#}", anyhow::Error::from(e)));
+            return;
+        }
+    };
+    let audit = acl::audit(&nodes);
+    if audit.open.is_empty() {
+        report.ok(
+            "acls",
+            format!("no node of {} lets anyone change it", nodes.len()),
+        );
+    } else {
+        let more = audit.open.len().saturating_sub(SHOWN);
+        let mut shown = list(&audit.open[..audit.open.len().min(SHOWN)]);
+        if more > 0 {
+            shown.push_str(&format!(" and {more} more"));
+        }
+        report.warn(
+            "acls",
+            format!(
+                "{} node(s) anyone may change: {shown}; `zkdns acl lock` (as the admin) leaves \
+                 anyone read only",
+                audit.open.len()
+            ),
+        );
+    }
+    for (name, registrar) in &audit.idle_grants {
+        report.warn(
+            format!("grant {name}"),
+            format!(
+                "{registrar} has no member registered (`zkdns revoke` if it is no longer used)"
+            ),
+        );
     }
 }
 

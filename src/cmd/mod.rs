@@ -3,8 +3,10 @@
 //! once: a one-shot ZooKeeper session, the sync task that keeps a daemon's map current, and
 //! the HTTP endpoints of the daemons.
 
+pub mod acl;
 pub mod check;
 pub mod export;
+pub mod grant;
 pub mod hosts;
 pub mod import;
 pub mod ls;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use zookeeper_client::Client;
+use zookeeper_client::{AuthId, Client};
 
 use crate::cli::GlobalArgs;
 use crate::config::ZkTarget;
@@ -80,6 +82,18 @@ async fn start_endpoints(
     let listener = http::bind(addr).await.or_runtime()?;
     let endpoints = Arc::new(Endpoints::new(sources));
     Ok(Some(tokio::spawn(http::serve(listener, endpoints, cancel))))
+}
+
+/// The identity the command runs with, which must be the admin's: anonymous clients may
+/// change no ACL that zkdns wrote.
+fn admin_identity(target: &ZkTarget, command: &str) -> Result<AuthId, Failure> {
+    match &target.zk.auth {
+        Some(auth) => Ok(crate::zk::acl::identity(auth)),
+        None => Err(Failure::input(anyhow!(
+            "`zkdns {command}` runs as the admin: give its credentials with --zk-auth-file or \
+             ZKDNS_ZK_AUTH"
+        ))),
+    }
 }
 
 /// The failure of a zone lookup: no such zone is the user's to fix (exit 2).

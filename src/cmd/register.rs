@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use anyhow::anyhow;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use zookeeper_client::Client;
 
 use crate::cli::{GlobalArgs, RegisterArgs};
@@ -16,7 +16,7 @@ use crate::error::{Failure, ResultExt};
 use crate::names::ZoneName;
 use crate::records::{RecordSetJson, Srv};
 use crate::register::{self, Check, Health, Member, Registrar};
-use crate::zk::{Layout, write, zone};
+use crate::zk::{Layout, acl, write, zone};
 
 /// The member `id` of `fqdn`, holding `json`; bad data is bad input.
 fn member(
@@ -222,7 +222,10 @@ pub async fn run(
             cancel.clone(),
         ))
     });
-    Registrar::new(target.zk, members)
+    if target.zk.auth.is_some() {
+        warn_if_open(&client, &members).await;
+    }
+    let held = Registrar::new(target.zk, members)
         .hold(client, wanted, cancel.clone())
         .await;
     if let Some(task) = checks {
@@ -230,7 +233,29 @@ pub async fn run(
         let _ = task.await;
     }
     drop(wanted_tx);
-    Ok(())
+    held.map_err(|e| {
+        Failure::runtime(anyhow!(
+            "{e}; an admin grants a name with `zkdns grant NAME --registrar ID` \
+             (`zkdns acl id` with these credentials prints ID)"
+        ))
+    })
+}
+
+/// With credentials, says so when a name registered under is open to anyone: whoever
+/// reaches ZooKeeper may change it, so the credentials protect nothing there.
+async fn warn_if_open(client: &Client, members: &[Member]) {
+    for m in members {
+        if let Ok((acl, _)) = client.get_acl(m.set_path()).await
+            && acl::anyone_writes(&acl)
+        {
+            warn!(
+                "{} is open: anyone may change it or register under it; an admin locks it with \
+                 `zkdns grant {} --registrar ID` (see docs/security.md)",
+                m.set_path(),
+                m.fqdn()
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -22,15 +22,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use zookeeper_client::{Client, CreateMode, CreateOptions, SessionState, WatchedEvent};
+use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, SessionState, WatchedEvent};
 
 pub use address::primary as primary_address;
 pub use health::{Check, Health, Transition};
 
 use crate::names::ZoneName;
 use crate::records::{RecordSetJson, validate};
-use crate::zk::auth::persistent;
-use crate::zk::{BACKOFF_MAX, BACKOFF_MIN, Layout, ZkConfig, connect_retrying, sleep_until};
+use crate::zk::acl::hides_hashes;
+use crate::zk::{
+    Access, BACKOFF_MAX, BACKOFF_MIN, Layout, ZkConfig, ZkError, connect_retrying, sleep_until,
+};
 
 /// Times a member create is retried while its container set vanishes and reappears.
 const RACE_ATTEMPTS: usize = 10;
@@ -71,6 +73,16 @@ impl Member {
             payload: json.to_payload(),
         })
     }
+
+    /// The name it publishes.
+    pub fn fqdn(&self) -> &str {
+        &self.fqdn
+    }
+
+    /// The name's node, the member's parent.
+    pub fn set_path(&self) -> &str {
+        &self.set_path
+    }
 }
 
 #[derive(Debug, Error)]
@@ -86,6 +98,9 @@ pub enum RegisterError {
         path: String,
         error: zookeeper_client::Error,
     },
+    /// This identity may not register there: not retried, the registration ends.
+    #[error(transparent)]
+    Denied(ZkError),
 }
 
 pub fn zk_error(path: &str) -> impl FnOnce(zookeeper_client::Error) -> RegisterError + '_ {
@@ -95,9 +110,19 @@ pub fn zk_error(path: &str) -> impl FnOnce(zookeeper_client::Error) -> RegisterE
     }
 }
 
+/// Creating `path` failed: a refusal (no `create` right on its parent) is [`RegisterError::Denied`].
+fn create_error(path: &str) -> impl FnOnce(zookeeper_client::Error) -> RegisterError + '_ {
+    move |error| match error {
+        zookeeper_client::Error::NoAuth => {
+            RegisterError::Denied(ZkError::access(Access::Create, path)(error))
+        }
+        error => zk_error(path)(error),
+    }
+}
+
 // nodes get owner-only writes when zkdns has credentials, else stay open (see zk::auth)
 fn ephemeral() -> CreateOptions<'static> {
-    crate::zk::auth::create_options(CreateMode::Ephemeral)
+    crate::zk::auth::member_options()
 }
 
 fn container() -> CreateOptions<'static> {
@@ -131,12 +156,12 @@ async fn ensure(
                     Err(zookeeper_client::Error::NoNode) => {
                         return Err(RegisterError::ZoneGone(m.zone_path.clone()));
                     }
-                    Err(e) => return Err(zk_error(&m.set_path)(e)),
+                    Err(e) => return Err(create_error(&m.set_path)(e)),
                 }
                 // the (container) set may be removed again before the member is made
                 continue;
             }
-            Err(e) => return Err(zk_error(&m.path)(e)),
+            Err(e) => return Err(create_error(&m.path)(e)),
         }
         let (stat, watcher) = client
             .check_and_watch_stat(&m.path)
@@ -165,13 +190,21 @@ async fn withdraw(client: &Client, m: &Member) -> Result<bool, RegisterError> {
     if stat.ephemeral_owner != client.session_id().0 {
         return Ok(false);
     }
-    if let Ok((data, set)) = client.get_data(&m.set_path).await {
-        if set.num_children == 1 && !data.trim_ascii().is_empty() {
+    if let Ok((data, set)) = client.get_data(&m.set_path).await
+        && set.num_children == 1
+        && !data.trim_ascii().is_empty()
+    {
+        // the set is re-created with the ACL it has (a grant must survive), which only an
+        // identity with `admin` on it sees in full; anyone else just leaves
+        if let Ok((acl, _)) = client.get_acl(&m.set_path).await
+            && !hides_hashes(&acl)
+        {
+            let options = CreateMode::Persistent.with_acls(Acls::new(&acl));
             let mut writer = client.new_multi_writer();
             let added = writer
                 .add_delete(&m.path, Some(stat.version))
                 .and_then(|()| writer.add_delete(&m.set_path, Some(set.version)))
-                .and_then(|()| writer.add_create(&m.set_path, &data, &persistent()));
+                .and_then(|()| writer.add_create(&m.set_path, &data, &options));
             if added.is_ok() && writer.commit().await.is_ok() {
                 info!(
                     "{} kept its data as a persistent record set after its last member left",
@@ -194,6 +227,8 @@ enum End {
     Cancelled,
     /// Expired, closed or auth failed: a new client is needed.
     Terminal(SessionState),
+    /// ZooKeeper refused a member to this identity.
+    Denied(RegisterError),
 }
 
 /// Holds the members across sessions.
@@ -230,20 +265,28 @@ impl Registrar {
         }
     }
 
-    /// Runs until cancelled; then deletes the members and closes the session.
+    /// Runs until cancelled; then deletes the members and closes the session. Ends early,
+    /// with [`RegisterError::Denied`], when ZooKeeper refuses a member to this identity (never
+    /// granted the name, or the grant revoked): retrying would not change that, and the exit
+    /// status tells the operator.
     pub async fn hold(
         mut self,
         mut client: Client,
         mut wanted: watch::Receiver<bool>,
         cancel: CancellationToken,
-    ) {
+    ) -> Result<(), RegisterError> {
         loop {
             match self.session(&client, &mut wanted, &cancel).await {
                 End::Cancelled => {
                     let _ = tokio::time::timeout(LEAVE_TIMEOUT, self.leave(&client)).await;
                     crate::zk::close(client).await;
                     info!("ZooKeeper session closed");
-                    return;
+                    return Ok(());
+                }
+                End::Denied(e) => {
+                    let _ = tokio::time::timeout(LEAVE_TIMEOUT, self.leave(&client)).await;
+                    crate::zk::close(client).await;
+                    return Err(e);
                 }
                 End::Terminal(state) => {
                     warn!(
@@ -255,7 +298,7 @@ impl Registrar {
                         .await
                     {
                         Some(c) => client = c,
-                        None => return,
+                        None => return Ok(()),
                     }
                 }
             }
@@ -287,6 +330,7 @@ impl Registrar {
                         backoff = BACKOFF_MIN;
                         self.reported_error = None;
                     }
+                    Err(e @ RegisterError::Denied(_)) => return End::Denied(e),
                     Err(e) => {
                         if client.state().is_terminated() {
                             return End::Terminal(client.state());

@@ -1,8 +1,9 @@
 //! Who zkdns is to ZooKeeper and what the nodes it creates let others do: digest credentials
 //! (from `--zk-auth-file` or `ZKDNS_ZK_AUTH`, never from the command line, never printed), TLS
 //! to the servers (`--zk-tls-ca`, `--zk-tls-cert`, `--zk-tls-key`), and the ACL of every node
-//! that `import`, `set` and `register` create: with credentials, readable by anyone and
-//! writable only by that identity; without, open to all as before.
+//! that `import`, `set`, `grant` and `register` create: with credentials, readable by anyone
+//! and writable only by that identity; without, open to all as before. What the ACLs of
+//! existing nodes say (grants, locking) is [`crate::zk::acl`]'s.
 
 use std::fmt;
 use std::io::Read;
@@ -246,10 +247,17 @@ impl ZkTls {
     }
 }
 
-/// The ACL of the nodes this process creates, fixed once by [`protect_created_nodes`].
+/// The ACLs of the nodes this process creates, fixed once by [`protect_created_nodes`].
 /// Every command runs with one identity, so this is process-wide rather than threaded
 /// through every function that creates a node.
-static NODE_ACL: OnceLock<Vec<Acl>> = OnceLock::new();
+static NODE_ACL: OnceLock<CreatedAcls> = OnceLock::new();
+
+struct CreatedAcls {
+    /// Zones, names and the nodes above them.
+    owned: Vec<Acl>,
+    /// `register`'s ephemeral members.
+    member: Vec<Acl>,
+}
 
 /// The ACL for nodes created with `auth`: all rights to that digest identity, read to anyone.
 pub fn owner_acl(auth: &ZkAuth) -> Vec<Acl> {
@@ -259,18 +267,43 @@ pub fn owner_acl(auth: &ZkAuth) -> Vec<Acl> {
     ]
 }
 
+/// The ACL of a member registered with `auth`: its registrar may change it (a leaf has no
+/// use for more: deleting it takes `delete` on its name), anyone reads. Not `admin`: a
+/// registrar must not be able to open its member to others.
+pub fn member_acl(auth: &ZkAuth) -> Vec<Acl> {
+    vec![
+        Acl::new(
+            Permission::READ | Permission::WRITE,
+            AuthId::new("digest", &auth.digest_id()),
+        ),
+        Acl::new(Permission::READ, AuthId::anyone()),
+    ]
+}
+
 /// From now on, the nodes this process creates are writable only with `auth`. Called once,
 /// when the configuration is read; a second call changes nothing.
 pub fn protect_created_nodes(auth: &ZkAuth) {
-    let _ = NODE_ACL.set(owner_acl(auth));
+    let _ = NODE_ACL.set(CreatedAcls {
+        owned: owner_acl(auth),
+        member: member_acl(auth),
+    });
 }
 
 /// Create options for a new node: the owner's ACL after [`protect_created_nodes`], else
 /// open to anyone (ZooKeeper's `world:anyone` with all rights).
 pub fn create_options(mode: CreateMode) -> CreateOptions<'static> {
     match NODE_ACL.get() {
-        Some(acl) => mode.with_acls(Acls::new(acl)),
+        Some(acls) => mode.with_acls(Acls::new(&acls.owned)),
         None => mode.with_acls(Acls::anyone_all()),
+    }
+}
+
+/// Create options for an ephemeral member: [`member_acl`] after [`protect_created_nodes`],
+/// else open to anyone.
+pub fn member_options() -> CreateOptions<'static> {
+    match NODE_ACL.get() {
+        Some(acls) => CreateMode::Ephemeral.with_acls(Acls::new(&acls.member)),
+        None => CreateMode::Ephemeral.with_acls(Acls::anyone_all()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! ([`zone`]) and writing them ([`write`]) for the tools, and the [`sync`] task that keeps the
 //! map current through a decoded [`tree`].
 
+pub mod acl;
 pub mod auth;
 pub mod layout;
 pub mod sync;
@@ -61,6 +62,58 @@ pub enum ZkError {
     },
     #[error("ZooKeeper session expired")]
     Expired,
+    /// ZooKeeper refused a request for want of a right (`NoAuth`), said in words.
+    #[error(
+        "not authorized to {} {path}: that takes the {} right on {}, which this client's \
+         identity does not have",
+        access.verb(), access.right(), access.node(path)
+    )]
+    Denied { access: Access, path: String },
+}
+
+/// What a request does to a node, for naming the right it takes when ZooKeeper refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    /// Creating the node: `create` on its parent.
+    Create,
+    /// Deleting the node: `delete` on its parent.
+    Delete,
+    SetData,
+    SetAcl,
+}
+
+impl Access {
+    fn verb(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Create => "create",
+            Access::Delete => "delete",
+            Access::SetData => "change",
+            Access::SetAcl => "change the ACL of",
+        }
+    }
+
+    fn right(self) -> &'static str {
+        match self {
+            Access::Read => "read (r)",
+            Access::Create => "create (c)",
+            Access::Delete => "delete (d)",
+            Access::SetData => "write (w)",
+            Access::SetAcl => "admin (a)",
+        }
+    }
+
+    /// The node whose ACL decides: the parent for creates and deletes.
+    fn node(self, path: &str) -> &str {
+        match self {
+            Access::Create | Access::Delete => match path.rsplit_once('/') {
+                Some(("", _)) | None => "/",
+                Some((parent, _)) => parent,
+            },
+            _ => path,
+        }
+    }
 }
 
 impl ZkError {
@@ -69,6 +122,32 @@ impl ZkError {
             path: path.to_string(),
             source,
         }
+    }
+
+    /// [`ZkError::request`], with a refusal said as the right that `access` takes.
+    pub fn access(
+        access: Access,
+        path: &str,
+    ) -> impl FnOnce(zookeeper_client::Error) -> ZkError + '_ {
+        move |source| match source {
+            zookeeper_client::Error::NoAuth => ZkError::Denied {
+                access,
+                path: path.to_string(),
+            },
+            source => ZkError::request(path)(source),
+        }
+    }
+
+    /// Whether ZooKeeper refused the request for want of a right.
+    pub fn is_denied(&self) -> bool {
+        matches!(
+            self,
+            ZkError::Denied { .. }
+                | ZkError::Request {
+                    source: zookeeper_client::Error::NoAuth,
+                    ..
+                }
+        )
     }
 }
 

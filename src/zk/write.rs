@@ -4,11 +4,12 @@
 //! that the caller reads again instead of overwriting someone else's change.
 
 use thiserror::Error;
-use zookeeper_client::{Client, MultiWriteError, Stat};
+use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError, Stat};
 
+use crate::zk::acl::hides_hashes;
 use crate::zk::auth::persistent;
 use crate::zk::zone::may_be_reaped;
-use crate::zk::{Layout, ZkError};
+use crate::zk::{Access, Layout, ZkError};
 
 /// Whether a write failed because the node changed under it (another writer got there
 /// first): read again and retry, rather than give up.
@@ -40,28 +41,47 @@ pub async fn write_set(
     current: Option<&Stat>,
     payload: &[u8],
 ) -> Result<bool, ZkError> {
-    let result = match current {
-        None => client
-            .create(path, payload, &persistent())
-            .await
-            .map(|_| ()),
+    let (access, result) = match current {
+        None => (
+            Access::Create,
+            client
+                .create(path, payload, &persistent())
+                .await
+                .map(|_| ()),
+        ),
         Some(stat) if may_be_reaped(stat) => {
+            // re-made with the ACL it has, so that a grant on it survives (what we may not
+            // see in full, we may not write back: then the ACL of our own nodes)
+            let acl = match client.get_acl(path).await {
+                Ok((acl, _)) if !hides_hashes(&acl) => Some(acl),
+                Ok(_) => None,
+                Err(e) if is_conflict(&e) => return Ok(false),
+                Err(e) => return Err(ZkError::access(Access::Read, path)(e)),
+            };
+            let options = match &acl {
+                Some(acl) => CreateMode::Persistent.with_acls(Acls::new(acl)),
+                None => persistent(),
+            };
             let mut writer = client.new_multi_writer();
             writer
                 .add_delete(path, Some(stat.version))
-                .and_then(|()| writer.add_create(path, payload, &persistent()))
+                .and_then(|()| writer.add_create(path, payload, &options))
                 .map_err(ZkError::request(path))?;
-            writer.commit().await.map(|_| ()).map_err(Into::into)
+            let done = writer.commit().await.map(|_| ()).map_err(Into::into);
+            (Access::Create, done)
         }
-        Some(stat) => client
-            .set_data(path, payload, Some(stat.version))
-            .await
-            .map(|_| ()),
+        Some(stat) => (
+            Access::SetData,
+            client
+                .set_data(path, payload, Some(stat.version))
+                .await
+                .map(|_| ()),
+        ),
     };
     match result {
         Ok(()) => Ok(true),
         Err(e) if is_conflict(&e) => Ok(false),
-        Err(e) => Err(ZkError::request(path)(e)),
+        Err(e) => Err(ZkError::access(access, path)(e)),
     }
 }
 
@@ -70,7 +90,7 @@ pub async fn make_node(client: &Client, path: &str) -> Result<(), ZkError> {
     client
         .mkdir(path, &persistent())
         .await
-        .map_err(ZkError::request(path))
+        .map_err(ZkError::access(Access::Create, path))
 }
 
 /// A write, as one operation of a multi-transaction.
@@ -102,6 +122,15 @@ impl Op {
         path.len() + data + 32
     }
 
+    /// What the operation does, for naming the right a refusal lacked.
+    pub fn access(&self) -> Access {
+        match self {
+            Op::Create { .. } => Access::Create,
+            Op::SetData { .. } => Access::SetData,
+            Op::Delete { .. } => Access::Delete,
+        }
+    }
+
     pub fn path(&self) -> &str {
         match self {
             Op::Create { path, .. } | Op::SetData { path, .. } | Op::Delete { path, .. } => path,
@@ -122,14 +151,49 @@ pub enum CommitError {
     Other(#[from] ZkError),
 }
 
+/// The ACLs to re-create nodes with: a create right after a delete of the same path re-makes
+/// a node (a record set that may be a container), and keeps its ACL so that a grant on it
+/// survives; by the index of the create. An ACL we may not see in full is not written back.
+async fn kept_acls(
+    client: &Client,
+    ops: &[Op],
+) -> Result<Vec<(usize, Vec<zookeeper_client::Acl>)>, CommitError> {
+    let mut out = Vec::new();
+    for (i, pair) in ops.windows(2).enumerate() {
+        if let [Op::Delete { path: gone, .. }, Op::Create { path, .. }] = pair
+            && gone == path
+        {
+            match client.get_acl(path).await {
+                Ok((acl, _)) if !hides_hashes(&acl) => out.push((i + 1, acl)),
+                Ok(_) => {}
+                Err(source) if is_conflict(&source) => {
+                    return Err(CommitError::Conflict {
+                        path: path.clone(),
+                        source,
+                    });
+                }
+                Err(e) => return Err(ZkError::access(Access::Read, path)(e).into()),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Commits `ops` as one multi-transaction: all of them, or none.
 pub async fn commit(client: &Client, ops: &[Op]) -> Result<(), CommitError> {
     // owner-only writes when zkdns has credentials, else open (see zk::auth)
     let options = persistent();
+    let kept = kept_acls(client, ops).await?;
     let mut writer = client.new_multi_writer();
-    for op in ops {
+    for (i, op) in ops.iter().enumerate() {
         let added = match op {
-            Op::Create { path, data } => writer.add_create(path, data, &options),
+            Op::Create { path, data } => match kept.iter().find(|(at, _)| *at == i) {
+                Some((_, acl)) => {
+                    let options = CreateMode::Persistent.with_acls(Acls::new(acl));
+                    writer.add_create(path, data, &options)
+                }
+                None => writer.add_create(path, data, &options),
+            },
             Op::SetData {
                 path,
                 data,
@@ -142,11 +206,14 @@ pub async fn commit(client: &Client, ops: &[Op]) -> Result<(), CommitError> {
     match writer.commit().await {
         Ok(_) => Ok(()),
         Err(MultiWriteError::OperationFailed { index, source }) => {
-            let path = ops.get(index).map_or("?", Op::path).to_string();
+            let Some(op) = ops.get(index) else {
+                return Err(ZkError::request("?")(source).into());
+            };
+            let path = op.path().to_string();
             if is_conflict(&source) {
                 Err(CommitError::Conflict { path, source })
             } else {
-                Err(ZkError::request(&path)(source).into())
+                Err(ZkError::access(op.access(), &path)(source).into())
             }
         }
         Err(MultiWriteError::RequestFailed { source }) => {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod acl;
 mod bad_input;
 mod client_matrix;
 mod docker;

@@ -11,6 +11,7 @@
 // Shared by every test module; not every module uses every helper.
 #![allow(dead_code, unused_imports)]
 
+mod auth;
 mod clients;
 mod daemon;
 mod dns;
@@ -29,6 +30,7 @@ mod zkdns;
 mod znodes;
 mod zookeeper;
 
+pub use auth::*;
 pub use clients::*;
 pub use daemon::*;
 pub use dns::*;
