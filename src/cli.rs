@@ -477,6 +477,17 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub max_qps_per_client: u32,
+    /// TCP connections from one client (an IPv4 address, an IPv6 /64); a new one over the
+    /// cap closes that client's connection idle longest. In all, 512 per listen address: past
+    /// that, the connection idle longest of any client is closed
+    #[arg(
+        long,
+        env = "ZKDNS_MAX_TCP_PER_CLIENT",
+        default_value_t = 32,
+        value_parser = clap::value_parser!(u16).range(1..=512),
+        value_name = "N"
+    )]
+    pub max_tcp_per_client: u16,
     /// UDP sockets (and threads) per listen address; default: one per CPU
     #[arg(long, env = "ZKDNS_UDP_WORKERS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub udp_workers: Option<u16>,

@@ -15,8 +15,8 @@
 //! - [`store`] turns the tree into an immutable [`store::Snapshot`] (records pre-encoded in
 //!   wire format) and publishes it with `arc-swap`: readers never wait on the writer.
 //!   [`snapfile`] keeps a copy on disk for a restart while ZooKeeper is down.
-//! - [`dns`] answers: [`dns::server`] and [`dns::udp`] receive, [`dns::handler`] decides
-//!   (answer from the snapshot, forward, or stay silent), [`dns::wire`] parses and writes
+//! - [`dns`] answers: [`dns::server`], [`dns::udp`] and [`dns::tcp`] receive, [`dns::handler`]
+//!   decides (answer from the snapshot, forward, or stay silent), [`dns::wire`] parses and writes
 //!   messages, [`dns::answer`] writes the authoritative answer, [`dns::forward`] relays other
 //!   names upstream, [`dns::ratelimit`] caps each client.
 //! - [`hosts`] writes the map into a hosts file's block, fed by the same sync and store.

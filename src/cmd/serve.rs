@@ -16,6 +16,7 @@ use crate::dns::forward::Forwarder;
 use crate::dns::handler::{Acl, Handler, StalePolicy};
 use crate::dns::ratelimit::RateLimiter;
 use crate::dns::server;
+use crate::dns::tcp::TcpLimits;
 use crate::error::{Failure, ResultExt};
 use crate::metrics::Metrics;
 use crate::snapfile::{self, Identity};
@@ -72,7 +73,11 @@ pub async fn run(
         ))
     });
     let sync_task = super::follow_zookeeper(target, &args.zones, store, metrics, cancel.clone());
-    server::serve(sockets, handler, cancel).await;
+    let tcp_limits = TcpLimits {
+        per_client: usize::from(args.max_tcp_per_client),
+        ..TcpLimits::default()
+    };
+    server::serve(sockets, handler, tcp_limits, cancel).await;
     sync_task.await.context("sync task failed").or_runtime()?;
     if let Some(task) = snapshot_task {
         task.await.context("snapshot writer failed").or_runtime()?;

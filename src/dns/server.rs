@@ -1,28 +1,21 @@
-//! The listeners: UDP ([`crate::dns::udp`]) and TCP on every `--listen` address, each
-//! packet handed to the [`Handler`] and never allowed to take the server down. Every loop stops
-//! when the cancellation token fires; the answers already under way are finished within a
-//! grace period (see [`serve`]).
+//! The listeners: UDP ([`crate::dns::udp`]) and TCP ([`crate::dns::tcp`]) on every `--listen`
+//! address, each packet handed to the [`Handler`] and never allowed to take the server down.
+//! Every loop stops when the cancellation token fires; the answers already under way are
+//! finished within a grace period (see [`serve`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::dns::handler::{Handler, Verdict};
+use crate::dns::handler::Handler;
+use crate::dns::tcp::{self, TcpLimits};
 use crate::dns::udp::UdpGroup;
-
-/// Idle time after which a TCP connection is closed (RFC 7766 suggests seconds).
-const TCP_IDLE: Duration = Duration::from_secs(10);
-/// TCP connections served at once; more wait in the kernel's backlog.
-const MAX_TCP_CONNECTIONS: usize = 512;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -94,7 +87,12 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// UDP workers send the replies of the batch in hand, gives TCP connections and forwarded
 /// queries the grace period ([`SHUTDOWN_GRACE`], or the upstream timeout if longer) to finish,
 /// and abandons what is left.
-pub async fn serve(listeners: Vec<Listener>, handler: Arc<Handler>, cancel: CancellationToken) {
+pub async fn serve(
+    listeners: Vec<Listener>,
+    handler: Arc<Handler>,
+    tcp_limits: TcpLimits,
+    cancel: CancellationToken,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Handle::current();
     let mut threads = Vec::new();
@@ -115,7 +113,7 @@ pub async fn serve(listeners: Vec<Listener>, handler: Arc<Handler>, cancel: Canc
             Err(e) => warn!(error = %e, "cannot start UDP workers"),
         }
         groups.push(udp);
-        tasks.spawn(serve_tcp(tcp, handler.clone(), cancel.clone()));
+        tasks.spawn(tcp::serve(tcp, handler.clone(), tcp_limits, cancel.clone()));
     }
     cancel.cancelled().await;
     let deadline = tokio::time::Instant::now() + handler.shutdown_grace();
@@ -135,116 +133,5 @@ pub async fn serve(listeners: Vec<Listener>, handler: Arc<Handler>, cancel: Canc
     let abandoned = handler.drain_forwards(deadline).await;
     if abandoned > 0 {
         warn!("abandoned {abandoned} forwarded queries still waiting for an upstream");
-    }
-}
-
-async fn serve_tcp(listener: TcpListener, handler: Arc<Handler>, cancel: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    let mut conns = JoinSet::new();
-    // accept errors (e.g. out of file descriptors) repeat until the cause goes: log the change
-    let mut accept_failing = false;
-    loop {
-        let (stream, client) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => {
-                    if std::mem::take(&mut accept_failing) {
-                        info!("TCP accept works again");
-                    }
-                    x
-                }
-                Err(e) => {
-                    if !std::mem::replace(&mut accept_failing, true) {
-                        warn!(error = %e, "TCP accept failing; retrying");
-                    } else {
-                        debug!(error = %e, "TCP accept still failing");
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            () = cancel.cancelled() => break,
-        };
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = cancel.cancelled() => break,
-        };
-        let handler = handler.clone();
-        let cancel = cancel.clone();
-        conns.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = serve_tcp_conn(stream, client, &handler, &cancel).await {
-                debug!(%client, error = %e, "TCP connection ended");
-            }
-        });
-    }
-    // stop accepting at once; connections still answering get the grace period
-    let local = listener.local_addr().ok();
-    drop(listener);
-    let grace = handler.shutdown_grace();
-    let drained =
-        tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        warn!(
-            listen = ?local,
-            "closing {} TCP connections still answering after {grace:?}",
-            conns.len()
-        );
-    }
-    conns.shutdown().await;
-}
-
-/// Answers the queries of one TCP connection until the client closes it, it idles, or
-/// `cancel` fires while it waits for the next query (a query already read is answered).
-async fn serve_tcp_conn(
-    mut stream: TcpStream,
-    client: SocketAddr,
-    handler: &Handler,
-    cancel: &CancellationToken,
-) -> std::io::Result<()> {
-    // buffers kept across the connection's queries
-    let mut out = Vec::with_capacity(4096);
-    let mut packet = Vec::new();
-    let mut framed = Vec::new();
-    loop {
-        let mut len = [0u8; 2];
-        let read = tokio::select! {
-            r = tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut len)) => r,
-            () = cancel.cancelled() => return Ok(()),
-        };
-        match read {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Ok(()), // idle
-        }
-        packet.clear();
-        packet.resize(u16::from_be_bytes(len) as usize, 0);
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out"))??;
-        let started = std::time::Instant::now();
-        let shard = handler.metrics.shard(0);
-        let answered = {
-            let snap = handler.store.load();
-            handler.answer_now(&snap, &packet, client.ip(), true, &mut out, shard)
-        };
-        let reply = match answered {
-            Verdict::Reply => std::mem::take(&mut out),
-            Verdict::Forward => match handler.forward(&packet, true).await {
-                Some(reply) => reply,
-                None => continue,
-            },
-            Verdict::Silent => return Ok(()),
-        };
-        framed.clear();
-        framed.extend_from_slice(&(reply.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&reply);
-        stream.write_all(&framed).await?;
-        shard.latency(started.elapsed(), 1);
-        out = reply;
     }
 }

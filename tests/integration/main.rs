@@ -23,6 +23,7 @@ mod serve_listen;
 mod serve_records;
 mod serve_snapshot;
 mod serve_stale;
+mod serve_tcp;
 mod serve_watch;
 mod serve_zookeeper;
 mod tooling;
