@@ -521,6 +521,11 @@ pub struct ServeArgs {
     /// ZooKeeper is down
     #[arg(long, env = "ZKDNS_SNAPSHOT", value_name = "PATH")]
     pub snapshot: Option<PathBuf>,
+    /// After a reconnect or a new session, wait a random time up to this before re-reading
+    /// the zones (changes that come in meanwhile are applied at once), so that a fleet moved by
+    /// one server's failure does not re-read all at once; 0s reads at once
+    #[arg(long, env = "ZKDNS_RESYNC_JITTER", default_value = "15s", value_parser = parse_duration)]
+    pub resync_jitter: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics, readiness at /healthz and liveness
     /// at /livez (e.g. 127.0.0.1:9153)
     #[arg(long, env = "ZKDNS_METRICS", value_name = "ADDR")]
@@ -632,6 +637,10 @@ pub struct HostsArgs {
     /// Serve Prometheus metrics at /metrics and health at /healthz, /livez on this address
     #[arg(long, env = "ZKDNS_HOSTS_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// After a reconnect or a new session, wait a random time up to this before re-reading
+    /// the zones (as `serve --resync-jitter`)
+    #[arg(long, env = "ZKDNS_HOSTS_RESYNC_JITTER", default_value = "15s", value_parser = parse_duration)]
+    pub resync_jitter: Duration,
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

@@ -47,6 +47,7 @@ pub async fn run(
         &args.zones,
         store.clone(),
         metrics,
+        args.resync_jitter,
         stop_sync.clone(),
     );
     let result = if args.once {

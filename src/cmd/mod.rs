@@ -57,15 +57,18 @@ async fn with_session<T>(
 
 /// Keeps `store` equal to the zones under the root (`zones`: those only), in a task of its
 /// own, until `cancel` fires: the map that `serve` answers from and `hosts` writes out.
+/// `jitter` spreads the re-reads after a reconnect (see [`MapSync::with_jitter`]).
 fn follow_zookeeper(
     target: ZkTarget,
     zones: &[ZoneName],
     store: Store,
     metrics: Arc<Metrics>,
+    jitter: std::time::Duration,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
-    let sync =
-        MapSync::new(target.zk, target.layout, Tree::for_zones(zones), store).with_metrics(metrics);
+    let sync = MapSync::new(target.zk, target.layout, Tree::for_zones(zones), store)
+        .with_metrics(metrics)
+        .with_jitter(jitter);
     tokio::spawn(sync.run(cancel))
 }
 

@@ -72,7 +72,14 @@ pub async fn run(
             cancel.clone(),
         ))
     });
-    let sync_task = super::follow_zookeeper(target, &args.zones, store, metrics, cancel.clone());
+    let sync_task = super::follow_zookeeper(
+        target,
+        &args.zones,
+        store,
+        metrics,
+        args.resync_jitter,
+        cancel.clone(),
+    );
     let tcp_limits = TcpLimits {
         per_client: usize::from(args.max_tcp_per_client),
         ..TcpLimits::default()

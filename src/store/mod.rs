@@ -301,6 +301,13 @@ impl Store {
         self.inner.published.send_modify(|n| *n += 1);
     }
 
+    /// Publishes a snapshot that may still miss changes (events applied to a map that a
+    /// reconnect left behind, before its full read): served, and the map stays stale.
+    pub fn publish_behind(&self, snapshot: Snapshot) {
+        self.inner.snapshot.store(Arc::new(snapshot));
+        self.inner.published.send_modify(|n| *n += 1);
+    }
+
     /// A receiver that sees every publish (coalesced: it holds only the latest generation).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.published.subscribe()

@@ -4,11 +4,14 @@
 //! between the two), retrying until both succeed; [`MapSync::follow_events`] then re-reads just
 //! the nodes that events name. Events are lost while the client reconnects (ZOOKEEPER-4698), so
 //! a reconnect goes back to the first step; an expired session gets a new client and the same.
-//! The last good map keeps serving throughout (stale).
+//! After a reconnect the full read waits a random part of `--resync-jitter`, the watch already
+//! set and its events applied: a fleet of stubs moved by one server's failure spreads its
+//! re-reads instead of reading the whole tree from the ensemble at once. The last good map
+//! keeps serving throughout (stale until the full read).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use futures_util::future::join_all;
@@ -34,6 +37,8 @@ enum End {
 enum Followed {
     /// The map may have missed changes (a reconnect, a failed re-read): watch and read again.
     Reread,
+    /// The time given ran out (the wait before a full read).
+    Due,
     Ended(End),
 }
 
@@ -61,6 +66,10 @@ pub struct MapSync {
     store: Store,
     tree: Tree,
     metrics: Arc<Metrics>,
+    /// The longest wait before the full read that follows a reconnect.
+    jitter: Duration,
+    /// Whether the map may miss changes: from a lost connection to the next full read.
+    behind: bool,
 }
 
 impl MapSync {
@@ -71,7 +80,28 @@ impl MapSync {
             store,
             tree,
             metrics: Arc::default(),
+            jitter: Duration::ZERO,
+            behind: true,
         }
+    }
+
+    /// Waits a random time up to `jitter` before each full read but the first: the stubs a
+    /// server's failure moves (or a leader election, or a rolling restart) spread their reads
+    /// of the whole tree over `jitter` instead of sending them at once. Changes that happen
+    /// meanwhile are applied as they come, the watch being set first; only those made while
+    /// disconnected wait for the full read.
+    pub fn with_jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// The wait before the next full read: none before the map was ever read (there is
+    /// nothing to serve meanwhile), else a uniformly random part of the jitter.
+    fn resync_delay(&self) -> Duration {
+        if !self.store.is_ready() || self.jitter.is_zero() {
+            return Duration::ZERO;
+        }
+        self.jitter.mul_f64(rand::random::<f64>())
     }
 
     /// Counts sessions, reconnects, resyncs and bad znodes into `metrics`.
@@ -103,6 +133,7 @@ impl MapSync {
                     return;
                 }
                 End::Terminal(state) => {
+                    self.behind = true;
                     self.store.set_connected(false);
                     Counters::set(&self.metrics.counters.zk_connected, 0);
                     Counters::add(&self.metrics.counters.zk_expirations, 1);
@@ -124,10 +155,10 @@ impl MapSync {
                 Ok(watcher) => watcher,
                 Err(end) => return end,
             };
-            let followed = self.follow_events(client, &mut watcher, cancel).await;
+            let followed = self.follow_events(client, &mut watcher, cancel, None).await;
             _previous = Some(watcher);
             match followed {
-                Followed::Reread => continue,
+                Followed::Reread | Followed::Due => continue,
                 Followed::Ended(end) => return end,
             }
         }
@@ -150,23 +181,49 @@ impl MapSync {
         let zones = self.layout.zones();
         // a read that fails while connected (e.g. an ACL) keeps failing: say so once
         let mut failure_logged = false;
+        let due = tokio::time::Instant::now() + self.resync_delay();
+        // the watcher being replaced stays until its successor exists (see above)
+        let mut _previous: Option<PersistentWatcher> = None;
         loop {
             let pause = match client
                 .watch(&zones, AddWatchMode::PersistentRecursive)
                 .await
             {
-                Ok(watcher) => match self.resync(client).await {
-                    Ok(()) => return Ok(watcher),
-                    Err(e) => {
-                        if client.state() == SessionState::SyncConnected && !failure_logged {
-                            failure_logged = true;
-                            warn!(error = %chain(&e), "cannot read the zones from ZooKeeper; retrying");
-                        } else {
-                            debug!(error = %chain(&e), "full read failed; retrying");
+                Ok(mut watcher) => {
+                    let wait = due.saturating_duration_since(tokio::time::Instant::now());
+                    if !wait.is_zero() {
+                        info!(
+                            wait_ms = wait.as_millis() as u64,
+                            "re-reading the zones in {} ms (--resync-jitter); applying changes \
+                             meanwhile",
+                            wait.as_millis()
+                        );
+                        match self
+                            .follow_events(client, &mut watcher, cancel, Some(due))
+                            .await
+                        {
+                            Followed::Due => {}
+                            // connected again: the watch is to be set again
+                            Followed::Reread => {
+                                _previous = Some(watcher);
+                                continue;
+                            }
+                            Followed::Ended(end) => return Err(end),
                         }
-                        BACKOFF_MIN * 5
                     }
-                },
+                    match self.resync(client).await {
+                        Ok(()) => return Ok(watcher),
+                        Err(e) => {
+                            if client.state() == SessionState::SyncConnected && !failure_logged {
+                                failure_logged = true;
+                                warn!(error = %chain(&e), "cannot read the zones from ZooKeeper; retrying");
+                            } else {
+                                debug!(error = %chain(&e), "full read failed; retrying");
+                            }
+                            BACKOFF_MIN * 5
+                        }
+                    }
+                }
                 Err(zookeeper_client::Error::SessionExpired) => {
                     return Err(End::Terminal(SessionState::Expired));
                 }
@@ -182,7 +239,7 @@ impl MapSync {
     /// Waits `pause` before the next attempt, or less if the connection comes back meanwhile;
     /// a session that ends or a cancellation ends the wait and the session.
     async fn pause(
-        &self,
+        &mut self,
         client: &Client,
         pause: std::time::Duration,
         cancel: &CancellationToken,
@@ -215,10 +272,20 @@ impl MapSync {
         client: &Client,
         watcher: &mut PersistentWatcher,
         cancel: &CancellationToken,
+        until: Option<tokio::time::Instant>,
     ) -> Followed {
+        let never = std::future::pending::<()>();
+        tokio::pin!(never);
         loop {
+            let due = async {
+                match until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => (&mut never).await,
+                }
+            };
             let first = tokio::select! {
                 ev = watcher.changed() => ev,
+                () = due => return Followed::Due,
                 () = cancel.cancelled() => return Followed::Ended(End::Cancelled),
             };
             // path → whether its last event was a deletion
@@ -258,7 +325,8 @@ impl MapSync {
         }
     }
 
-    fn connection_lost(&self) {
+    fn connection_lost(&mut self) {
+        self.behind = true;
         self.store.set_connected(false);
         Counters::set(&self.metrics.counters.zk_connected, 0);
         warn!("ZooKeeper connection lost; serving the last map (stale)");
@@ -291,6 +359,7 @@ impl MapSync {
         .await?;
         tree.shrink_to_fit();
         self.tree = tree;
+        self.behind = false;
         // hundreds of ms at 100k names: off the runtime's one worker, so TCP and forwarded
         // queries keep being answered meanwhile
         let snapshot = off_the_worker(|| self.tree.snapshot());
@@ -384,12 +453,17 @@ impl MapSync {
             changed |= self.apply(path, state.as_ref())?;
         }
         if changed {
-            self.store.publish(self.tree.snapshot());
+            let snapshot = self.tree.snapshot();
+            if self.behind {
+                self.store.publish_behind(snapshot);
+            } else {
+                self.store.publish(snapshot);
+            }
             Counters::set(
                 &self.metrics.counters.bad_znodes,
                 self.tree.bad_nodes() as u64,
             );
-        } else {
+        } else if !self.behind {
             self.store.set_connected(true);
         }
         Ok(())

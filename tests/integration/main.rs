@@ -8,6 +8,7 @@ mod bad_input;
 mod client_matrix;
 mod docker;
 mod faults;
+mod fleet;
 mod hosts;
 mod observability;
 mod packet_flood;

@@ -49,6 +49,10 @@ pub fn zkdns_cmd_at(connect: &str, root: &str) -> Command {
         .arg("--root")
         .arg(root)
         .env("NO_COLOR", "1")
+        // a reconnect re-reads at once, as the fault tests' deadlines expect; the tests of the
+        // jitter give the flag, which wins over the variable
+        .env("ZKDNS_RESYNC_JITTER", "0s")
+        .env("ZKDNS_HOSTS_RESYNC_JITTER", "0s")
         .env_remove("ZKDNS_ZK")
         .env_remove("ZKDNS_ROOT");
     if std::env::var_os("RUST_LOG").is_none() {

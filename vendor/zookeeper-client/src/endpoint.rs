@@ -206,6 +206,21 @@ impl IterableEndpoints {
         fastrand::shuffle(&mut self.endpoints);
     }
 
+    /// zkdns patch: [`reset`](Self::reset), with the endpoint that the last [`next`](Self::next)
+    /// returned (the one just connected to) moved to the end. When that connection is lost,
+    /// the other servers are tried first, in random order, and the one that may have died last.
+    pub fn reset_after_connect(&mut self) {
+        let connected = (self.next > self.start && !self.endpoints.is_empty())
+            .then(|| self.endpoints[(self.next - 1 - self.start) % self.endpoints.len()].clone());
+        self.reset();
+        if let Some(connected) = connected {
+            if let Some(i) = self.endpoints.iter().position(|e| *e == connected) {
+                let last = self.endpoints.len() - 1;
+                self.endpoints.swap(i, last);
+            }
+        }
+    }
+
     /// Starts an new iteration at where `peek` stopped.
     pub fn start(&mut self) {
         self.start = self.next;

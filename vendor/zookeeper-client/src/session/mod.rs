@@ -223,7 +223,8 @@ impl Session {
         mut requester: mpsc::UnboundedReceiver<Request>,
     ) {
         endpoints.cycle();
-        endpoints.reset();
+        // zkdns patch: the server just connected to is tried last after this connection
+        endpoints.reset_after_connect();
         self.serve_once(conn, &mut endpoints, &mut buf, &mut depot, &mut requester).await;
         while !self.session_state.is_terminated() {
             let conn = match self.start(&mut endpoints, &mut buf, &mut depot).await {
@@ -234,7 +235,7 @@ impl Session {
                 },
                 Ok(conn) => conn,
             };
-            endpoints.reset();
+            endpoints.reset_after_connect();
             self.serve_once(conn, &mut endpoints, &mut buf, &mut depot, &mut requester).await;
         }
         let err = self.state_error();
