@@ -8,10 +8,13 @@
 #                     it, and its original nameservers become the stub's upstreams.
 #   ZKDNS_MODE=hosts  `zkdns hosts` keeps a block of /etc/hosts (ZKDNS_HOSTS_FILE) current;
 #                     resolv.conf is left alone.
+#   ZKDNS_MODE=register  no stub of its own: the container resolves through a stub shared by
+#                     its host (compose's `dns:`, docker/compose.per-host.yaml) and only
+#                     publishes its name.
 #   ZKDNS_MODE=off    runs the command alone: the default when the command starts with
 #                     `zkdns` (docker run IMAGE zkdns ls).
 #
-# In dns and hosts mode `zkdns register NAME` publishes this container while it runs. NAME is
+# In dns, hosts and register mode `zkdns register NAME` publishes this container while it runs. NAME is
 # ZKDNS_NAME, by default the container's hostname plus its domain name (compose: hostname: app1,
 # domainname: cluster.test -> app1.cluster.test); ZKDNS_NAME= (empty) registers nothing. The
 # address and the other options come from register's own ZKDNS_REGISTER_* variables; ZooKeeper
@@ -45,8 +48,8 @@ if [ -z "$mode" ]; then
 fi
 case "$mode" in
   off) exec "$@" ;;
-  dns | hosts) ;;
-  *) die "ZKDNS_MODE=$mode: expected dns, hosts or off" ;;
+  dns | hosts | register) ;;
+  *) die "ZKDNS_MODE=$mode: expected dns, hosts, register or off" ;;
 esac
 [ $# -gt 0 ] || die "no command to run"
 
@@ -66,6 +69,7 @@ else
   domain=$(cat /proc/sys/kernel/domainname 2>/dev/null || true)
   case "$domain" in "" | "(none)") ;; *) name="$name.$domain" ;; esac
 fi
+[ "$mode" != register ] || [ -n "$name" ] || die "ZKDNS_MODE=register with an empty ZKDNS_NAME: nothing to do"
 
 # --- privileges -------------------------------------------------------------------------
 root=
@@ -246,7 +250,7 @@ if [ "$mode" = dns ]; then
   log "starting ${serve[*]}"
   as_helper "${serve[@]}" &
   serve_pid=$!
-else
+elif [ "$mode" = hosts ]; then
   if [ -n "$root" ] && [ "$helper_user" != root ]; then
     # zkdns writes Docker's bind-mounted hosts file in place; that needs it to own the file
     { touch "$hosts_file" && chown "$helper_user" "$hosts_file"; } || die "cannot hand $hosts_file to $helper_user"
@@ -269,7 +273,7 @@ if [ "$mode" = dns ]; then
   wait_for "the stub's /healthz" stub_ready || true
   rewrite_resolv_conf "${upstreams[@]}" || die "cannot rewrite $resolv_conf"
   log "$resolv_conf points at ${stub_ips[*]}; upstreams: ${upstreams[*]:-none}"
-else
+elif [ "$mode" = hosts ]; then
   wait_for "the zkdns block in $hosts_file" grep -qx '# BEGIN zkdns' "$hosts_file" || true
 fi
 

@@ -62,6 +62,10 @@ fn containers_resolve_each_other_through_zookeeper_faults() {
     step("hosts mode writes Docker's /etc/hosts in place", || {
         hosts_mode_writes_the_bind_mounted_hosts_file(&cluster)
     });
+    step(
+        "per-host: app4 and app5 resolve through the host's stub",
+        || containers_without_a_stub_resolve_through_the_hosts(&cluster),
+    );
     step("zkdns runs as the zkdns user", || {
         zkdns_runs_unprivileged(&cluster)
     });
@@ -161,6 +165,53 @@ fn resolv_conf_points_at_the_stub(cluster: &Cluster) {
         Ok(text) => assert_eq!(text.trim(), rewritten.trim(), "{host_side}"),
         Err(e) => println!("note: cannot read {host_side} ({e}); host side not compared"),
     }
+}
+
+/// The stub of docker/compose.per-host.yaml.
+const HOST_STUB: &str = "172.29.153.53";
+
+fn containers_without_a_stub_resolve_through_the_hosts(cluster: &Cluster) {
+    for (from, to) in [("app4", "app5"), ("app5", "app4")] {
+        // no stub of its own: Docker's resolver, which forwards to the host's stub
+        let procs = cluster.exec_ok(
+            from,
+            "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <\"$f\"; echo; done",
+        );
+        assert!(
+            procs.contains("zkdns register") && !procs.contains("zkdns serve"),
+            "{from} runs:\n{procs}"
+        );
+        let resolv = cluster.exec_ok(from, "cat /etc/resolv.conf");
+        assert!(resolv.contains("nameserver 127.0.0.11"), "{from}: {resolv}");
+        // each other's registrations, an imported name, a name of the other containers
+        let name = format!("{to}.{ZONE}");
+        let ip = cluster.ip(to);
+        eventually_value(
+            &format!("{name} resolving in {from}"),
+            Duration::from_secs(60),
+            || (cluster.getent(from, &name) == Some(ip.clone())).then_some(()),
+        );
+        assert!(
+            cluster.getent(from, &format!("web.{ZONE}")).is_some(),
+            "web in {from}"
+        );
+        assert_eq!(
+            cluster.getent(from, &format!("app1.{ZONE}")),
+            Some(cluster.ip("app1"))
+        );
+        // asked directly, the host's stub answers the containers' subnet
+        let direct = cluster.exec_ok(
+            from,
+            &format!("dig +short +time=2 +tries=1 @{HOST_STUB} {name} A"),
+        );
+        assert_eq!(direct.trim(), ip, "{from} asking {HOST_STUB}");
+    }
+    // the stub's own container answers names of the zones the same way
+    let out = cluster.exec_ok(
+        "hoststub",
+        &format!("dig +short +time=2 +tries=1 @{HOST_STUB} app4.{ZONE} A"),
+    );
+    assert_eq!(out.trim(), cluster.ip("app4"));
 }
 
 fn hosts_mode_writes_the_bind_mounted_hosts_file(cluster: &Cluster) {
@@ -316,7 +367,8 @@ fn eventually_value<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Opt
 struct Cluster {
     project: String,
     compose: Vec<String>,
-    file: PathBuf,
+    /// compose.yaml and the per-host services on top of it.
+    files: Vec<PathBuf>,
     /// Runs `docker compose down` (and removes by label what that leaves) when dropped, or
     /// when the test process dies first.
     _teardown: Cleanup,
@@ -333,12 +385,12 @@ impl Cluster {
                 .subsec_nanos()
         );
         let compose = compose_command();
-        let file = repo().join("docker/compose.yaml");
-        let teardown = Cleanup::new(&teardown_script(&project, &compose, &file));
+        let files = ["docker/compose.yaml", "docker/compose.per-host.yaml"].map(|f| repo().join(f));
+        let teardown = Cleanup::new(&teardown_script(&project, &compose, &files));
         let cluster = Cluster {
             project,
             compose,
-            file,
+            files: files.to_vec(),
             _teardown: teardown,
         };
         let out = run(
@@ -354,10 +406,11 @@ impl Cluster {
 
     fn compose_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.compose[0]);
-        cmd.args(&self.compose[1..])
-            .args(["-p", &self.project, "-f"])
-            .arg(&self.file)
-            .args(args)
+        cmd.args(&self.compose[1..]).args(["-p", &self.project]);
+        for file in &self.files {
+            cmd.arg("-f").arg(file);
+        }
+        cmd.args(args)
             .env("ZKDNS_IMAGE", ZKDNS_IMAGE)
             .env("ZKDNS_ZOOKEEPER_IMAGE", ZOOKEEPER_IMAGE);
         cmd
@@ -639,12 +692,16 @@ impl Drop for ResolutionWatch {
     }
 }
 
-fn teardown_script(project: &str, compose: &[String], file: &Path) -> String {
+fn teardown_script(project: &str, compose: &[String], files: &[PathBuf]) -> String {
     let label = format!("label=com.docker.compose.project={project}");
+    let files: Vec<String> = files
+        .iter()
+        .map(|f| format!("-f '{}'", f.display()))
+        .collect();
     format!(
-        "{compose} -p {project} -f '{file}' down -v --remove-orphans -t 1 >/dev/null 2>&1\n{sweep}",
+        "{compose} -p {project} {files} down -v --remove-orphans -t 1 >/dev/null 2>&1\n{sweep}",
         compose = compose.join(" "),
-        file = file.display(),
+        files = files.join(" "),
         sweep = sweep_script(&label),
     )
 }
