@@ -526,6 +526,11 @@ pub struct ServeArgs {
     /// one server's failure does not re-read all at once; 0s reads at once
     #[arg(long, env = "ZKDNS_RESYNC_JITTER", default_value = "15s", value_parser = parse_duration)]
     pub resync_jitter: Duration,
+    /// Read the whole tree again every this long (75-125 % of it, at random): what a plain
+    /// ZooKeeper client changed while the stub was disconnected, without touching the zone's
+    /// change mark, shows at the latest then; 0s never
+    #[arg(long, env = "ZKDNS_FULL_READ_EVERY", default_value = "1h", value_parser = parse_duration)]
+    pub full_read_every: Duration,
     /// Serve Prometheus metrics at http://ADDR/metrics, readiness at /healthz and liveness
     /// at /livez (e.g. 127.0.0.1:9153)
     #[arg(long, env = "ZKDNS_METRICS", value_name = "ADDR")]
@@ -641,6 +646,9 @@ pub struct HostsArgs {
     /// the zones (as `serve --resync-jitter`)
     #[arg(long, env = "ZKDNS_HOSTS_RESYNC_JITTER", default_value = "15s", value_parser = parse_duration)]
     pub resync_jitter: Duration,
+    /// Read the whole tree again every this long (as `serve --full-read-every`)
+    #[arg(long, env = "ZKDNS_HOSTS_FULL_READ_EVERY", default_value = "1h", value_parser = parse_duration)]
+    pub full_read_every: Duration,
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

@@ -133,6 +133,11 @@ pub struct Counters {
     /// Full reads of the zones subtree, and how long the last one took.
     pub zk_resyncs: AtomicU64,
     pub zk_last_resync_ms: AtomicU64,
+    /// Reconnects caught up from the stats and change marks instead of a full read; the
+    /// requests they sent, and the nodes whose data they read.
+    pub zk_catchups: AtomicU64,
+    pub zk_catchup_requests: AtomicU64,
+    pub zk_catchup_data_reads: AtomicU64,
     /// Znodes currently skipped as bad.
     pub bad_znodes: AtomicU64,
     /// Hosts-file writes.

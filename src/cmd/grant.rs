@@ -12,7 +12,7 @@ use crate::names::ZoneName;
 use crate::tooling::edit::ATTEMPTS;
 use crate::zk::acl::{self, Kind};
 use crate::zk::zone::{self, may_be_reaped};
-use crate::zk::{Access, Layout, ZkError, write};
+use crate::zk::{Access, Layout, ZkError, marks, write};
 
 /// Runs `zkdns grant` (`revoke` false) or `zkdns revoke`.
 pub async fn run(global: &GlobalArgs, args: GrantArgs, revoke: bool) -> Result<(), Failure> {
@@ -41,9 +41,14 @@ pub async fn run(global: &GlobalArgs, args: GrantArgs, revoke: bool) -> Result<(
                 warned.push(name.zone.clone());
             }
             let line = if revoke {
+                // the name stays listed in its mark: its members stay, and another may be granted
                 revoke_one(&client, name, &registrar).await?
             } else {
                 let world_read = zone_is_world_readable(&client, layout, &name.zone).await?;
+                // listed first: a stub that reconnects checks the name's members from then on
+                marks::set_listed(&client, layout, &name.path, true)
+                    .await
+                    .or_runtime()?;
                 grant_one(&client, name, &admin, &registrar, world_read).await?
             };
             println!("{line}");

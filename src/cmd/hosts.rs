@@ -16,6 +16,7 @@ use crate::hosts::{HostsFile, UpdateError, first_sync, follow};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::telemetry::exposition::Sources;
+use crate::zk::sync::Pacing;
 
 /// Runs `zkdns hosts`.
 pub async fn run(
@@ -47,7 +48,10 @@ pub async fn run(
         &args.zones,
         store.clone(),
         metrics,
-        args.resync_jitter,
+        Pacing {
+            jitter: args.resync_jitter,
+            full_read_every: args.full_read_every,
+        },
         stop_sync.clone(),
     );
     let result = if args.once {

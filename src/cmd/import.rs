@@ -87,7 +87,7 @@ async fn import_zone(
         let progress = progress_bar(&content.zone, &batches);
         let mut conflict = None;
         for batch in batches {
-            match write::commit(client, &batch.ops).await {
+            match write::commit(client, layout, &batch.ops).await {
                 Ok(()) => {
                     total.add(batch.counts);
                     progress.inc(batch.ops.len() as u64);

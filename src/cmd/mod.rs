@@ -33,7 +33,7 @@ use crate::store::Store;
 use crate::telemetry::exposition::Sources;
 use crate::telemetry::http::{self, Endpoints};
 use crate::zk::Layout;
-use crate::zk::sync::MapSync;
+use crate::zk::sync::{MapSync, Pacing};
 use crate::zk::tree::Tree;
 use crate::zk::zone::{self, FindZoneError, ZoneNodes};
 
@@ -57,18 +57,18 @@ async fn with_session<T>(
 
 /// Keeps `store` equal to the zones under the root (`zones`: those only), in a task of its
 /// own, until `cancel` fires: the map that `serve` answers from and `hosts` writes out.
-/// `jitter` spreads the re-reads after a reconnect (see [`MapSync::with_jitter`]).
+/// `pacing` spreads and repeats the full reads (see [`Pacing`]).
 fn follow_zookeeper(
     target: ZkTarget,
     zones: &[ZoneName],
     store: Store,
     metrics: Arc<Metrics>,
-    jitter: std::time::Duration,
+    pacing: Pacing,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
     let sync = MapSync::new(target.zk, target.layout, Tree::for_zones(zones), store)
         .with_metrics(metrics)
-        .with_jitter(jitter);
+        .with_pacing(pacing);
     tokio::spawn(sync.run(cancel))
 }
 

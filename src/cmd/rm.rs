@@ -7,7 +7,7 @@ use crate::cli::{GlobalArgs, RmArgs};
 use crate::error::{Failure, ResultExt};
 use crate::records::decode_set;
 use crate::tooling::edit::{self, ATTEMPTS};
-use crate::zk::{ZkError, write};
+use crate::zk::{ZkError, marks, write};
 
 /// Runs `zkdns rm`.
 pub async fn run(global: &GlobalArgs, args: RmArgs) -> Result<(), Failure> {
@@ -30,7 +30,7 @@ pub async fn run(global: &GlobalArgs, args: RmArgs) -> Result<(), Failure> {
                 if !edit::remove_records(&mut set, kind) {
                     return Err(Failure::input(anyhow!("{fqdn} has no {kind} to remove")));
                 }
-                if write::write_set(client, &path, Some(&stat), &set.to_payload())
+                if write::write_set(client, layout, &path, Some(&stat), &set.to_payload())
                     .await
                     .or_runtime()?
                 {
@@ -67,8 +67,11 @@ pub async fn run(global: &GlobalArgs, args: RmArgs) -> Result<(), Failure> {
                 path: path.clone(),
                 version: stat.version,
             });
-            match write::commit(client, &ops).await {
+            match write::commit(client, layout, &ops).await {
                 Ok(()) => {
+                    // no longer a name with members (best effort: a stale listing only costs
+                    // a reconnecting stub one more check)
+                    let _ = marks::set_listed(client, layout, &path, false).await;
                     let also = if members.is_empty() {
                         String::new()
                     } else {

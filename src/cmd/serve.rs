@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::snapfile::{self, Identity};
 use crate::store::Store;
 use crate::telemetry::exposition::Sources;
+use crate::zk::sync::Pacing;
 
 /// Runs the stub until `cancel` fires.
 pub async fn run(
@@ -77,7 +78,10 @@ pub async fn run(
         &args.zones,
         store,
         metrics,
-        args.resync_jitter,
+        Pacing {
+            jitter: args.resync_jitter,
+            full_read_every: args.full_read_every,
+        },
         cancel.clone(),
     );
     let tcp_limits = TcpLimits {

@@ -41,7 +41,7 @@ pub async fn run(global: &GlobalArgs, args: SetArgs) -> Result<(), Failure> {
                 return Ok(());
             }
             let stat = current.as_ref().map(|(_, s)| s);
-            if write::write_set(client, &path, stat, &set.to_payload())
+            if write::write_set(client, layout, &path, stat, &set.to_payload())
                 .await
                 .or_runtime()?
             {

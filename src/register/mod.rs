@@ -49,6 +49,8 @@ pub struct Member {
     set_path: String,
     path: String,
     payload: Vec<u8>,
+    /// The node that lists its name among those with members ([`crate::zk::marks`]).
+    listed: String,
 }
 
 impl Member {
@@ -71,6 +73,7 @@ impl Member {
             set_path: layout.set_of(zone, &name),
             path: layout.member(zone.as_str(), name.as_str(), id),
             payload: json.to_payload(),
+            listed: layout.mark_name(zone.as_str(), name.as_str()),
         })
     }
 
@@ -129,6 +132,34 @@ fn container() -> CreateOptions<'static> {
     crate::zk::auth::create_options(CreateMode::Container)
 }
 
+/// Creates the member, its name listed first among the names with members of its zone's
+/// change mark, so that a stub that was disconnected meanwhile checks the name for new members
+/// ([`crate::zk::marks`]). A registrar may not list a name: `grant` listed its names.
+async fn create_member(client: &Client, m: &Member) -> Result<(), zookeeper_client::Error> {
+    use zookeeper_client::Error;
+    match client
+        .mkdir(&m.listed, &crate::zk::auth::persistent())
+        .await
+    {
+        Ok(()) | Err(Error::NodeExists) => {}
+        Err(Error::NoAuth) => {
+            if let Ok(None) = client.check_stat(&m.listed).await {
+                warn!(
+                    "{}: this identity may not list the name at {} and `zkdns grant` did \
+                     not: a stub that is disconnected when the member is made finds it only \
+                     at its next full read",
+                    m.fqdn, m.listed
+                );
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    client
+        .create(&m.path, &m.payload, &ephemeral())
+        .await
+        .map(|_| ())
+}
+
 /// Who holds a member's node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Holder {
@@ -147,8 +178,8 @@ async fn ensure(
 ) -> Result<(Holder, bool, zookeeper_client::OneshotWatcher), RegisterError> {
     let mut created = false;
     for _ in 0..RACE_ATTEMPTS {
-        match client.create(&m.path, &m.payload, &ephemeral()).await {
-            Ok(_) => created = true,
+        match create_member(client, m).await {
+            Ok(()) => created = true,
             Err(zookeeper_client::Error::NodeExists) => {}
             Err(zookeeper_client::Error::NoNode) => {
                 match client.create(&m.set_path, &[], &container()).await {

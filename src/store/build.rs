@@ -322,6 +322,38 @@ impl Builder {
         }
     }
 
+    /// The znode names of a zone's record sets (`@` for the apex), in no particular order.
+    /// Walks the whole table: for the rare catch-up that finds a zone's names changed.
+    pub fn set_names(&self, zone: &ZoneName) -> Vec<String> {
+        let Some(idx) = self.zone_index(zone) else {
+            return Vec::new();
+        };
+        let apex_key = wire_key_str(zone.as_str());
+        let mut names: Vec<String> = self
+            .snap
+            .sets(idx)
+            .filter(|(key, _)| **key != *apex_key)
+            .filter_map(|(key, _)| {
+                let labels = label_offsets(key).count() - label_offsets(&apex_key).count();
+                let mut text = String::new();
+                let mut at = 0;
+                for _ in 0..labels {
+                    let len = usize::from(*key.get(at)?);
+                    if !text.is_empty() {
+                        text.push('.');
+                    }
+                    text.push_str(std::str::from_utf8(key.get(at + 1..at + 1 + len)?).ok()?);
+                    at += 1 + len;
+                }
+                Some(text)
+            })
+            .collect();
+        if self.zones[&idx].apex.is_some() {
+            names.push("@".to_string());
+        }
+        names
+    }
+
     /// Whether a record set exists at `name`.
     pub fn has_set(&self, zone: &ZoneName, name: &RelName) -> bool {
         let Some(idx) = self.zone_index(zone) else {

@@ -285,8 +285,27 @@ impl Collector for ZkdnsCollector {
         counter(
             &mut e,
             "zkdns_zookeeper_resyncs",
-            "Full reads of the zones from ZooKeeper (at start, after each reconnect)",
+            "Full reads of the zones from ZooKeeper (at start, after an expiry, after a \
+             reconnect that the change marks cannot explain)",
             load(&c.zk_resyncs),
+        )?;
+        counter(
+            &mut e,
+            "zkdns_zookeeper_catchups",
+            "Reconnects caught up by reading only what changed while disconnected",
+            load(&c.zk_catchups),
+        )?;
+        counter(
+            &mut e,
+            "zkdns_zookeeper_catchup_requests",
+            "ZooKeeper requests sent by catch-ups (stats, listings, reads)",
+            load(&c.zk_catchup_requests),
+        )?;
+        counter(
+            &mut e,
+            "zkdns_zookeeper_catchup_data_reads",
+            "Zones, record sets and members whose data catch-ups read",
+            load(&c.zk_catchup_data_reads),
         )?;
         gauge(
             &mut e,

@@ -1,4 +1,5 @@
-//! The znode layout under the root: `<root>/zones/<zone>/<name>/<member>`. Builds paths and
+//! The znode layout under the root: `<root>/zones/<zone>/<name>/<member>`, and beside it the
+//! change marks `<root>/marks/<zone>[/<name>]` (see [`crate::zk::marks`]). Builds paths and
 //! classifies the paths that watch events name.
 
 use thiserror::Error;
@@ -70,6 +71,22 @@ impl Layout {
         self.set(zone.as_str(), name.as_str())
     }
 
+    /// `<root>/marks`: outside the watched zones subtree, so that touching a mark sends no
+    /// event to every stub.
+    pub fn marks(&self) -> String {
+        format!("{}/marks", self.root)
+    }
+
+    /// A zone's change mark.
+    pub fn mark(&self, zone: &str) -> String {
+        format!("{}/marks/{zone}", self.root)
+    }
+
+    /// The mark of a name granted to a registrar.
+    pub fn mark_name(&self, zone: &str, name: &str) -> String {
+        format!("{}/marks/{zone}/{name}", self.root)
+    }
+
     pub fn member(&self, zone: &str, name: &str, member: &str) -> String {
         format!("{}/zones/{zone}/{name}/{member}", self.root)
     }
@@ -116,6 +133,8 @@ mod tests {
         );
         assert_eq!(l.classify("/zkdns/zones/c.l/web/m1/x"), NodePath::Other);
         assert_eq!(l.classify("/zkdns/zonesx"), NodePath::Other);
+        assert_eq!(l.mark("c.l"), "/zkdns/marks/c.l");
+        assert_eq!(l.classify(&l.mark_name("c.l", "web")), NodePath::Other);
         assert_eq!(l.classify("/other"), NodePath::Other);
         let top = Layout::new("/").unwrap();
         assert_eq!(top.zones(), "/zones");

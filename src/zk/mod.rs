@@ -5,7 +5,9 @@
 
 pub mod acl;
 pub mod auth;
+pub mod catchup;
 pub mod layout;
+pub mod marks;
 pub mod sync;
 pub mod tree;
 pub mod write;

@@ -3,13 +3,16 @@
 //! `<root>/zones` and then reads the whole subtree (the watch first, so that no change falls
 //! between the two), retrying until both succeed; [`MapSync::follow_events`] then re-reads just
 //! the nodes that events name. Events are lost while the client reconnects (ZOOKEEPER-4698), so
-//! a reconnect goes back to the first step; an expired session gets a new client and the same.
-//! After a reconnect the full read waits a random part of `--resync-jitter`, the watch already
-//! set and its events applied: a fleet of stubs moved by one server's failure spreads its
-//! re-reads instead of reading the whole tree from the ensemble at once. The last good map
-//! keeps serving throughout (stale until the full read).
+//! a reconnect goes back to the first step, where the watch is set again and the map caught up
+//! with what changed since the connection was lost ([`crate::zk::catchup`]): a few small
+//! requests when nothing did. Only what the stats cannot tell needs a full read; it waits a
+//! random part of `--resync-jitter`, the watch already set and its events applied, so that a
+//! fleet of stubs moved by one server's failure spreads its reads of the whole tree. An expired
+//! session gets a new client and a full read. A full read every `--full-read-every` (jittered)
+//! picks up what plain ZooKeeper clients changed, unmarked, while a stub was away. The last good
+//! map keeps serving throughout (stale until caught up).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +25,7 @@ use zookeeper_client::{AddWatchMode, Client, EventType, PersistentWatcher, Sessi
 
 use crate::metrics::{Counters, Metrics};
 use crate::store::Store;
+use crate::zk::catchup::{self, Cost, Listed, Outcome};
 use crate::zk::layout::{Layout, NodePath};
 use crate::zk::tree::{Applied, NodeState, Tree};
 use crate::zk::{BACKOFF_MIN, ZkConfig, ZkError, close, connect_retrying, zone};
@@ -59,6 +63,22 @@ fn node_state(data: Vec<u8>, stat: &zookeeper_client::Stat) -> NodeState {
     }
 }
 
+/// How full reads are paced.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pacing {
+    /// The longest wait before a full read after a reconnect (or a new session), but the
+    /// first: the stubs a server's failure moves (or a leader election, or a rolling restart)
+    /// spread their reads of the whole tree over it instead of sending them at once. Changes
+    /// that happen meanwhile are applied as they come, the watch being set first; only those
+    /// made while disconnected wait for the read.
+    pub jitter: Duration,
+    /// A full read every this long (each interval a random 75–125 % of it; zero: never),
+    /// besides those after an expiry or a reconnect the stats cannot explain: what a plain
+    /// ZooKeeper client changed, unmarked, while this stub was disconnected shows at the
+    /// latest then.
+    pub full_read_every: Duration,
+}
+
 /// Keeps a [`Store`] equal to the zones subtree in ZooKeeper.
 pub struct MapSync {
     config: ZkConfig,
@@ -68,8 +88,20 @@ pub struct MapSync {
     metrics: Arc<Metrics>,
     /// The longest wait before the full read that follows a reconnect.
     jitter: Duration,
-    /// Whether the map may miss changes: from a lost connection to the next full read.
+    /// Whether the map may miss changes: from a lost connection until caught up.
     behind: bool,
+    /// The zxid up to which the map held everything when the connection was first lost since
+    /// it was last caught up, and whether it still does (false once a catch-up found that only
+    /// a full read will do, until one is done).
+    lost_at: Option<i64>,
+    complete: bool,
+    /// Nodes that events named but that were not read before the connection went.
+    pending: BTreeMap<String, bool>,
+    /// The names each zone's mark lists, between catch-ups.
+    listed: HashMap<String, Listed>,
+    /// How often a full read runs anyway (zero: never), and when the next one is due.
+    full_read_every: Duration,
+    next_full_read: Option<tokio::time::Instant>,
 }
 
 impl MapSync {
@@ -82,16 +114,19 @@ impl MapSync {
             metrics: Arc::default(),
             jitter: Duration::ZERO,
             behind: true,
+            lost_at: None,
+            complete: false,
+            pending: BTreeMap::new(),
+            listed: HashMap::new(),
+            full_read_every: Duration::ZERO,
+            next_full_read: None,
         }
     }
 
-    /// Waits a random time up to `jitter` before each full read but the first: the stubs a
-    /// server's failure moves (or a leader election, or a rolling restart) spread their reads
-    /// of the whole tree over `jitter` instead of sending them at once. Changes that happen
-    /// meanwhile are applied as they come, the watch being set first; only those made while
-    /// disconnected wait for the full read.
-    pub fn with_jitter(mut self, jitter: Duration) -> Self {
-        self.jitter = jitter;
+    /// How full reads are paced (see [`Pacing`]).
+    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
+        self.jitter = pacing.jitter;
+        self.full_read_every = pacing.full_read_every;
         self
     }
 
@@ -155,12 +190,22 @@ impl MapSync {
                 Ok(watcher) => watcher,
                 Err(end) => return end,
             };
-            let followed = self.follow_events(client, &mut watcher, cancel, None).await;
-            _previous = Some(watcher);
-            match followed {
-                Followed::Reread | Followed::Due => continue,
-                Followed::Ended(end) => return end,
+            loop {
+                let due = self.next_full_read;
+                match self.follow_events(client, &mut watcher, cancel, due).await {
+                    Followed::Due => {
+                        // the watch stays: what changes during the read follows as events
+                        if let Err(e) = self.resync(client).await {
+                            debug!(error = %chain(&e), "periodic full read failed; again after a reconnect");
+                            self.next_full_read = None;
+                            break;
+                        }
+                    }
+                    Followed::Reread => break,
+                    Followed::Ended(end) => return end,
+                }
             }
+            _previous = Some(watcher);
         }
     }
 
@@ -190,6 +235,26 @@ impl MapSync {
                 .await
             {
                 Ok(mut watcher) => {
+                    // events flow again from here: what may be missing is what changed since
+                    // the first loss
+                    if let Some(z) = client.zxids().take_lost() {
+                        self.lost_at.get_or_insert(z);
+                    }
+                    match self.try_catch_up(client).await {
+                        Ok(true) => return Ok(watcher),
+                        Ok(false) => {}
+                        Err(e) if client.state() == SessionState::SyncConnected => {
+                            // not the connection: a full read is what is left
+                            warn!(error = %chain(&e), "cannot catch up with ZooKeeper; reading the zones in full");
+                            self.complete = false;
+                        }
+                        Err(e) => {
+                            debug!(error = %chain(&e), "catching up failed; retrying");
+                            self.pause(client, BACKOFF_MIN, cancel).await?;
+                            _previous = Some(watcher);
+                            continue;
+                        }
+                    }
                     let wait = due.saturating_duration_since(tokio::time::Instant::now());
                     if !wait.is_zero() {
                         info!(
@@ -234,6 +299,66 @@ impl MapSync {
             };
             self.pause(client, pause, cancel).await?;
         }
+    }
+
+    /// Catches the map up after a reconnect if it can (see [`catchup`]): `Ok(false)` when a
+    /// full read is needed (no map yet, a new session, or a change only a full read tells).
+    async fn try_catch_up(&mut self, client: &Client) -> Result<bool, RefreshError> {
+        let Some(lost) = self.lost_at else {
+            return Ok(false);
+        };
+        if !self.complete || !self.store.is_ready() {
+            return Ok(false);
+        }
+        let started = Instant::now();
+        let mut cost = Cost::default();
+        let outcome = catchup::catch_up(
+            client,
+            &self.layout,
+            &mut self.tree,
+            lost,
+            &mut self.listed,
+            &mut cost,
+        )
+        .await;
+        let metrics = self.metrics.clone();
+        let c = &metrics.counters;
+        Counters::add(&c.zk_catchup_requests, cost.requests);
+        Counters::add(&c.zk_catchup_data_reads, cost.data_reads);
+        let changed = match outcome? {
+            Outcome::Done { changed } => changed,
+            Outcome::Full(why) => {
+                info!(reason = %why, "a full read is needed to catch up: {why}");
+                self.complete = false;
+                return Ok(false);
+            }
+        };
+        // what events named before the connection went, and was not read
+        let pending = std::mem::take(&mut self.pending);
+        if !pending.is_empty() {
+            let kept = pending.clone();
+            if let Err(e) = self.refresh(client, pending).await {
+                self.pending = kept;
+                return Err(e);
+            }
+        }
+        self.lost_at = None;
+        self.behind = false;
+        let snapshot = self.tree.snapshot();
+        self.store.publish(snapshot);
+        Counters::add(&c.zk_catchups, 1);
+        Counters::set(&c.bad_znodes, self.tree.bad_nodes() as u64);
+        info!(
+            requests = cost.requests,
+            data_reads = cost.data_reads,
+            changed,
+            "caught up with ZooKeeper in {} ms: {changed} node(s) changed while disconnected, \
+             {} request(s), {} node(s) read",
+            started.elapsed().as_millis(),
+            cost.requests,
+            cost.data_reads
+        );
+        Ok(true)
     }
 
     /// Waits `pause` before the next attempt, or less if the connection comes back meanwhile;
@@ -296,8 +421,10 @@ impl MapSync {
                     match ev.session_state {
                         SessionState::Disconnected => self.connection_lost(),
                         SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
-                            // what happened while away is lost; the full read covers the rest
+                            // what happened while away is caught up; what was named before
+                            // is read with it
                             self.connection_back();
+                            self.pending.extend(paths);
                             return Followed::Reread;
                         }
                         state if state.is_terminated() => {
@@ -315,11 +442,13 @@ impl MapSync {
             if paths.is_empty() {
                 continue;
             }
+            let kept = paths.clone();
             if let Err(e) = self.refresh(client, paths).await {
+                self.pending.extend(kept);
                 if client.state().is_terminated() {
                     return Followed::Ended(End::Terminal(client.state()));
                 }
-                debug!(error = %chain(&e), "re-reading changed nodes failed; doing a full read");
+                debug!(error = %chain(&e), "re-reading changed nodes failed; catching up");
                 return Followed::Reread;
             }
         }
@@ -333,7 +462,7 @@ impl MapSync {
     }
 
     fn connection_back(&self) {
-        info!("ZooKeeper connection back; re-reading the zones");
+        info!("ZooKeeper connection back; catching up");
         Counters::add(&self.metrics.counters.zk_reconnects, 1);
         Counters::set(&self.metrics.counters.zk_connected, 1);
     }
@@ -360,6 +489,15 @@ impl MapSync {
         tree.shrink_to_fit();
         self.tree = tree;
         self.behind = false;
+        self.complete = true;
+        self.lost_at = None;
+        self.pending.clear();
+        self.next_full_read = (!self.full_read_every.is_zero()).then(|| {
+            tokio::time::Instant::now()
+                + self
+                    .full_read_every
+                    .mul_f64(0.75 + rand::random::<f64>() / 2.0)
+        });
         // hundreds of ms at 100k names: off the runtime's one worker, so TCP and forwarded
         // queries keep being answered meanwhile
         let snapshot = off_the_worker(|| self.tree.snapshot());

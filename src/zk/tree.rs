@@ -154,6 +154,38 @@ impl Tree {
         }
     }
 
+    /// The znode names of the zones held.
+    pub fn zone_names(&self) -> Vec<String> {
+        self.zones.keys().map(|z| z.as_str().to_string()).collect()
+    }
+
+    /// The znode names of a zone's record sets (see [`Builder::set_names`]).
+    pub fn set_names(&self, zone: &str) -> Vec<String> {
+        ZoneName::from_znode(zone).map_or_else(|_| Vec::new(), |z| self.builder.set_names(&z))
+    }
+
+    /// (zone, name) of every record set that has members.
+    pub fn sets_with_members(&self) -> Vec<(String, String)> {
+        self.merges
+            .keys()
+            .map(|(z, n)| (z.as_str().to_string(), n.as_str().to_string()))
+            .collect()
+    }
+
+    /// The members a record set has (none for a set without).
+    pub fn members_of(&self, zone: &str, name: &str) -> Vec<String> {
+        let (Ok(z), Ok(n)) = (
+            ZoneName::from_znode(zone),
+            ZoneName::from_znode(zone).and_then(|z| RelName::from_znode(name, &z)),
+        ) else {
+            return Vec::new();
+        };
+        self.merges
+            .get(&(z, n))
+            .map(|m| m.members.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn has_zone(&self, zone: &str) -> bool {
         ZoneName::from_znode(zone).is_ok_and(|z| self.zones.contains_key(&z))
     }

@@ -1,13 +1,17 @@
 //! Writing zones into ZooKeeper, for the tools: a record set's payload written against the
 //! version it was read at, multi-transactions of creates, sets and deletes, and the parent
 //! nodes above the zones. A write that finds the node changed under it reports a conflict, so
-//! that the caller reads again instead of overwriting someone else's change.
+//! that the caller reads again instead of overwriting someone else's change. Writes that the
+//! stats of the tree do not show touch their zone's change mark in the same transaction
+//! ([`crate::zk::marks`]).
 
 use thiserror::Error;
 use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError, Stat};
 
 use crate::zk::acl::hides_hashes;
 use crate::zk::auth::persistent;
+use crate::zk::layout::NodePath;
+use crate::zk::marks;
 use crate::zk::zone::may_be_reaped;
 use crate::zk::{Access, Layout, ZkError};
 
@@ -37,51 +41,37 @@ pub async fn get(client: &Client, path: &str) -> Result<Option<(Vec<u8>, Stat)>,
 /// the node changed in between; read again.
 pub async fn write_set(
     client: &Client,
+    layout: &Layout,
     path: &str,
     current: Option<&Stat>,
     payload: &[u8],
 ) -> Result<bool, ZkError> {
-    let (access, result) = match current {
-        None => (
-            Access::Create,
-            client
-                .create(path, payload, &persistent())
-                .await
-                .map(|_| ()),
-        ),
-        Some(stat) if may_be_reaped(stat) => {
-            // re-made with the ACL it has, so that a grant on it survives (what we may not
-            // see in full, we may not write back: then the ACL of our own nodes)
-            let acl = match client.get_acl(path).await {
-                Ok((acl, _)) if !hides_hashes(&acl) => Some(acl),
-                Ok(_) => None,
-                Err(e) if is_conflict(&e) => return Ok(false),
-                Err(e) => return Err(ZkError::access(Access::Read, path)(e)),
-            };
-            let options = match &acl {
-                Some(acl) => CreateMode::Persistent.with_acls(Acls::new(acl)),
-                None => persistent(),
-            };
-            let mut writer = client.new_multi_writer();
-            writer
-                .add_delete(path, Some(stat.version))
-                .and_then(|()| writer.add_create(path, payload, &options))
-                .map_err(ZkError::request(path))?;
-            let done = writer.commit().await.map(|_| ()).map_err(Into::into);
-            (Access::Create, done)
-        }
-        Some(stat) => (
-            Access::SetData,
-            client
-                .set_data(path, payload, Some(stat.version))
-                .await
-                .map(|_| ()),
-        ),
+    let ops = match current {
+        None => vec![Op::Create {
+            path: path.to_string(),
+            data: payload.to_vec(),
+        }],
+        // re-made with the ACL it has, so that a grant on it survives (see `commit`)
+        Some(stat) if may_be_reaped(stat) => vec![
+            Op::Delete {
+                path: path.to_string(),
+                version: stat.version,
+            },
+            Op::Create {
+                path: path.to_string(),
+                data: payload.to_vec(),
+            },
+        ],
+        Some(stat) => vec![Op::SetData {
+            path: path.to_string(),
+            data: payload.to_vec(),
+            version: stat.version,
+        }],
     };
-    match result {
+    match commit(client, layout, &ops).await {
         Ok(()) => Ok(true),
-        Err(e) if is_conflict(&e) => Ok(false),
-        Err(e) => Err(ZkError::access(access, path)(e)),
+        Err(CommitError::Conflict { .. }) => Ok(false),
+        Err(CommitError::Other(e)) => Err(e),
     }
 }
 
@@ -179,8 +169,32 @@ async fn kept_acls(
     Ok(out)
 }
 
-/// Commits `ops` as one multi-transaction: all of them, or none.
-pub async fn commit(client: &Client, ops: &[Op]) -> Result<(), CommitError> {
+/// Commits `ops` as one multi-transaction: all of them, or none, with the touches of the
+/// zones' change marks that they need. The marks of the zones written are made first where
+/// missing (one small request per zone when they exist).
+pub async fn commit(client: &Client, layout: &Layout, ops: &[Op]) -> Result<(), CommitError> {
+    let mut written: Vec<&str> = Vec::new();
+    for op in ops {
+        if let NodePath::Set(z, _) | NodePath::Member(z, _, _) = layout.classify(op.path())
+            && !written.contains(&z)
+        {
+            written.push(z);
+        }
+    }
+    for z in written {
+        marks::make(client, layout, z).await?;
+    }
+    let mut all = ops.to_vec();
+    all.extend(
+        marks::zones_to_touch(layout, ops)
+            .iter()
+            .map(|z| marks::touch(layout, z)),
+    );
+    commit_ops(client, &all).await
+}
+
+/// Commits `ops` as they are.
+async fn commit_ops(client: &Client, ops: &[Op]) -> Result<(), CommitError> {
     // owner-only writes when zkdns has credentials, else open (see zk::auth)
     let options = persistent();
     let kept = kept_acls(client, ops).await?;

@@ -5,6 +5,7 @@ mod support;
 
 mod acl;
 mod bad_input;
+mod catchup;
 mod client_matrix;
 mod docker;
 mod faults;

@@ -136,6 +136,7 @@ impl Builder {
             configured_connection_timeout: self.connection_timeout,
 
             last_zxid: session.last_zxid,
+            zxids: std::sync::Arc::new(Zxids::default()),
             last_recv: now,
             last_send: now,
             last_ping: None,
@@ -161,6 +162,50 @@ impl Builder {
     }
 }
 
+/// zkdns patch: the highest zxid the server said it had applied (in any reply, pings
+/// included), and its value when a connection was first lost since the last
+/// [`take_lost`](Zxids::take_lost). ZooKeeper sends a connection the notifications of every
+/// change up to a reply's zxid before that reply, so a watcher that saw everything up to the
+/// loss has missed only changes after that zxid.
+#[derive(Debug, Default)]
+pub struct Zxids {
+    seen: std::sync::atomic::AtomicI64,
+    /// 0: no loss since the last take (zxids of a running ensemble are above 0)
+    lost: std::sync::atomic::AtomicI64,
+}
+
+impl Zxids {
+    fn seen(&self, zxid: i64) {
+        self.seen.fetch_max(zxid, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn lost(&self) {
+        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed);
+        if seen > 0 {
+            // the first loss counts: later ones only add to what was missed
+            let _ = self.lost.compare_exchange(
+                0,
+                seen,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// The highest zxid a reply has carried.
+    pub fn last_seen(&self) -> i64 {
+        self.seen.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The zxid at the first connection loss since the last call, if any.
+    pub fn take_lost(&self) -> Option<i64> {
+        match self.lost.swap(0, std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            zxid => Some(zxid),
+        }
+    }
+}
+
 pub struct Session {
     readonly: bool,
     detached: bool,
@@ -170,6 +215,8 @@ pub struct Session {
     configured_connection_timeout: Duration,
 
     last_zxid: i64,
+    /// zkdns patch: the zxids seen, shared with the [`Client`](crate::Client)s.
+    zxids: std::sync::Arc<Zxids>,
     last_recv: Instant,
     last_send: Instant,
     last_ping: Option<Instant>,
@@ -207,6 +254,11 @@ impl Session {
             let responser = request.into_responser();
             responser.send(Err(err.clone()));
         }
+    }
+
+    /// zkdns patch: the zxids seen, for the [`Client`](crate::Client).
+    pub fn zxids(&self) -> std::sync::Arc<Zxids> {
+        self.zxids.clone()
     }
 
     pub fn subscribe_state(&self) -> sync::watch::Receiver<SessionState> {
@@ -250,6 +302,13 @@ impl Session {
     fn change_state(&mut self, state: SessionState) {
         if state == self.session_state || self.session_state.is_terminated() {
             return;
+        }
+        // zkdns patch: the connection is lost; everything up to what the last reply said was
+        // delivered on it
+        if state == SessionState::Disconnected
+            && matches!(self.session_state, SessionState::SyncConnected | SessionState::ConnectedReadOnly)
+        {
+            self.zxids.lost();
         }
         self.session_state = state;
         self.watch_manager.dispatch_session_state(state);
@@ -387,6 +446,9 @@ impl Session {
             self.handle_notification(header.zxid, body, depot)?;
             return Ok(());
         } else if header.xid == PredefinedXid::Ping as i32 {
+            // zkdns patch: a ping's reply carries the server's last applied zxid, and comes
+            // after the notifications of everything up to it
+            self.zxids.seen(header.zxid);
             depot.pop_ping()?;
             if let Some(last_ping) = self.last_ping.take() {
                 let elapsed = Instant::now() - last_ping;
@@ -395,6 +457,7 @@ impl Session {
             return Ok(());
         }
         self.last_zxid = self.last_zxid.max(header.zxid);
+        self.zxids.seen(header.zxid);
         let operation = depot.pop_request(header.xid)?;
         self.handle_session_reply(operation, header.err, body, depot)
     }

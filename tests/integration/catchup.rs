@@ -1,0 +1,272 @@
+//! Catching up after a reconnect (issue 15): a stub that loses its connection, not its
+//! session, reads only what changed meanwhile. With nothing changed (a leader killed under a
+//! few stubs on a 3-node ensemble) it reads no node's data at all; with names made, deleted,
+//! registered and expired while it was cut off it reads those and ends equal to the tree;
+//! a record set's data changed by the tools sends it to a full read, as does a zone without
+//! a change mark; and a plain ZooKeeper client's change is picked up, at the latest by the
+//! periodic full read.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::support::*;
+
+const ZONE: &str = "catch.test";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `zkdns ARGS…` once against `connect`; panics unless it succeeds.
+fn zkdns_ok(connect: &str, root: &str, args: &[&str]) {
+    let out = zkdns_cmd_at(connect, root)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run zkdns");
+    assert!(
+        out.status.success(),
+        "zkdns {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `zkdns [--zk-session-timeout T] register FQDN --addr A --id ID`, running.
+fn register(connect: &str, root: &str, session: &str, fqdn: &str, addr: &str, id: &str) -> Daemon {
+    let mut cmd = zkdns_cmd_at(connect, root);
+    cmd.args(["--zk-session-timeout", session, "register", fqdn])
+        .args(["--addr", addr, "--id", id]);
+    Daemon::spawn("zkdns register", cmd)
+}
+
+async fn a_of(stub: &Zkdns, name: &str) -> Vec<String> {
+    let mut got = addresses(&query(stub.addr(), name, RecordType::A).await);
+    got.sort();
+    got
+}
+
+/// Waits until `name` answers exactly `want` (sorted).
+async fn until_answers(stub: &Zkdns, name: &str, want: &[&str]) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let got = a_of(stub, name).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} answers {got:?}, not {want:?}:\n{}",
+            stub.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn metrics(stub: &Zkdns) -> BTreeMap<String, f64> {
+    scrape_metrics(metrics_address(stub))
+}
+
+fn metric(stub: &Zkdns, name: &str) -> f64 {
+    metrics(stub).get(name).copied().unwrap_or(-1.0)
+}
+
+/// Waits until the stub has caught up `n` times in all.
+fn until_caught_up(stub: &Zkdns, n: f64) {
+    let deadline = Instant::now() + DEADLINE;
+    while metric(stub, "zkdns_zookeeper_catchups_total") < n {
+        assert!(
+            Instant::now() < deadline,
+            "no catch-up:\n{:?}\n{}",
+            metrics(stub),
+            stub.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `path` has exactly `n` children.
+async fn until_children(client: &zookeeper_client::Client, path: &str, n: usize) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let got = client
+            .list_children(path)
+            .await
+            .map(|c| c.len())
+            .unwrap_or(0);
+        if got == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} has {got} children, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_election_with_nothing_changed_reads_no_data() {
+    let mut ens = Ensemble::start();
+    ens.wait_serving(Duration::from_secs(60)).unwrap();
+    let connect = ens.connect_string();
+    let root = unique_root();
+    for (name, addr) in [
+        ("web", "10.0.0.1"),
+        ("db", "10.0.0.2"),
+        ("mail", "10.0.0.3"),
+    ] {
+        let fqdn = format!("{name}.{ZONE}");
+        zkdns_ok(&connect, &root, &["set", &fqdn, "A", addr, "--zone", ZONE]);
+    }
+    // a long session: the election must not expire anyone's
+    let _member = register(&connect, &root, "30s", "api.catch.test", "10.0.1.1", "m1");
+    let stubs: Vec<Zkdns> = (0..3)
+        .map(|_| {
+            let stub = Zkdns::serve_at(
+                &connect,
+                &root,
+                &["--zk-session-timeout", "30s", "--metrics", "127.0.0.1:0"],
+            );
+            stub.wait_synced();
+            stub
+        })
+        .collect();
+    for stub in &stubs {
+        until_answers(stub, "api.catch.test", &["10.0.1.1"]).await;
+    }
+
+    let leader = ens.leader().expect("a leader");
+    ens.kill(leader);
+    // every stub's server left the quorum or died: each lost its connection and caught up,
+    // answering throughout
+    for stub in &stubs {
+        let deadline = Instant::now() + DEADLINE;
+        while metric(stub, "zkdns_zookeeper_catchups_total") < 1.0 {
+            assert_eq!(a_of(stub, "web.catch.test").await, ["10.0.0.1"]);
+            assert_eq!(a_of(stub, "api.catch.test").await, ["10.0.1.1"]);
+            assert!(
+                Instant::now() < deadline,
+                "no catch-up:\n{:?}\n{}",
+                metrics(stub),
+                stub.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let m = metrics(stub);
+        assert_eq!(m.get("zkdns_zookeeper_resyncs_total"), Some(&1.0), "{m:?}");
+        assert_eq!(
+            m.get("zkdns_zookeeper_catchup_data_reads_total"),
+            Some(&0.0),
+            "{m:?}"
+        );
+        assert_eq!(m.get("zkdns_stale"), Some(&0.0), "{m:?}");
+        assert_eq!(a_of(stub, "mail.catch.test").await, ["10.0.0.3"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stub_cut_off_reads_only_what_changed_and_ends_equal_to_the_tree() {
+    let zk = ZooKeeper::shared();
+    let direct = zk.connect_string();
+    let root = unique_root();
+    for (name, addr) in [("web", "10.0.0.1"), ("db", "10.0.0.2"), ("old", "10.0.0.3")] {
+        let fqdn = format!("{name}.{ZONE}");
+        zkdns_ok(&direct, &root, &["set", &fqdn, "A", addr, "--zone", ZONE]);
+    }
+    let _m1 = register(&direct, &root, "6s", "api.catch.test", "10.0.1.1", "m1");
+    let mut doomed = register(&direct, &root, "1s", "gone.catch.test", "10.0.2.1", "g1");
+    let proxy = TcpProxy::start(zk.addr());
+    let stub = Zkdns::serve_at(
+        &proxy.connect_string(),
+        &root,
+        &["--metrics", "127.0.0.1:0"],
+    );
+    stub.wait_synced();
+    until_answers(&stub, "api.catch.test", &["10.0.1.1"]).await;
+    until_answers(&stub, "gone.catch.test", &["10.0.2.1"]).await;
+
+    // cut off, it misses: a new name, a deleted one, a second member, an expiry, and a first
+    // member under a name that had none
+    proxy.cut();
+    let c = zk.client().await;
+    zkdns_ok(&direct, &root, &["set", "new.catch.test", "A", "10.0.0.9"]);
+    zkdns_ok(&direct, &root, &["rm", "old.catch.test"]);
+    let _m2 = register(&direct, &root, "6s", "api.catch.test", "10.0.1.2", "m2");
+    let _w1 = register(&direct, &root, "6s", "web.catch.test", "10.0.0.77", "w1");
+    doomed.kill();
+    until_children(&c, &set_path(&root, ZONE, "api"), 2).await;
+    until_children(&c, &set_path(&root, ZONE, "web"), 1).await;
+    until_children(&c, &set_path(&root, ZONE, "gone"), 0).await;
+    proxy.restore();
+
+    until_caught_up(&stub, 1.0);
+    until_answers(&stub, "new.catch.test", &["10.0.0.9"]).await;
+    until_answers(&stub, "api.catch.test", &["10.0.1.1", "10.0.1.2"]).await;
+    until_answers(&stub, "web.catch.test", &["10.0.0.1", "10.0.0.77"]).await;
+    assert_eq!(a_of(&stub, "gone.catch.test").await, Vec::<String>::new());
+    let old = query(stub.addr(), "old.catch.test", RecordType::A).await;
+    assert_eq!(rcode(&old), ResponseCode::NXDomain, "{}", summary(&old));
+    let m = metrics(&stub);
+    assert_eq!(m.get("zkdns_zookeeper_resyncs_total"), Some(&1.0), "{m:?}");
+    // new's data, api's two members, web's one: nothing else
+    assert_eq!(
+        m.get("zkdns_zookeeper_catchup_data_reads_total"),
+        Some(&4.0),
+        "{m:?}"
+    );
+    assert_eq!(a_of(&stub, "db.catch.test").await, ["10.0.0.2"]);
+
+    // a record set's data changed by the tools: only a full read can tell
+    proxy.cut();
+    zkdns_ok(&direct, &root, &["set", "db.catch.test", "A", "10.0.0.6"]);
+    proxy.restore();
+    until_answers(&stub, "db.catch.test", &["10.0.0.6"]).await;
+    let m = metrics(&stub);
+    assert_eq!(m.get("zkdns_zookeeper_resyncs_total"), Some(&2.0), "{m:?}");
+    assert!(
+        stub.logs()
+            .contains("record-set data in catch.test changed")
+    );
+    close_session(c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_clients_changes_during_an_outage_are_picked_up() {
+    let zk = ZooKeeper::shared();
+    let direct = zk.connect_string();
+    let root = unique_root();
+    zkdns_ok(
+        &direct,
+        &root,
+        &["set", "web.catch.test", "A", "10.0.0.1", "--zone", ZONE],
+    );
+    let proxy = TcpProxy::start(zk.addr());
+    let stub = Zkdns::serve_at(
+        &proxy.connect_string(),
+        &root,
+        &["--metrics", "127.0.0.1:0", "--full-read-every", "6s"],
+    );
+    stub.wait_synced();
+    until_answers(&stub, "web.catch.test", &["10.0.0.1"]).await;
+
+    // a plain client, not zkdns: a new name shows in the zone's stats at once; a record set's
+    // data set without the zone's change mark, at the next periodic full read
+    proxy.cut();
+    let c = zk.client().await;
+    put_set(&c, &root, ZONE, "fresh", r#"{"A": ["10.0.0.5"]}"#).await;
+    c.set_data(
+        &set_path(&root, ZONE, "web"),
+        br#"{"A": ["10.0.0.2"]}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    proxy.restore();
+    until_caught_up(&stub, 1.0);
+    until_answers(&stub, "fresh.catch.test", &["10.0.0.5"]).await;
+    until_answers(&stub, "web.catch.test", &["10.0.0.2"]).await;
+    assert!(metric(&stub, "zkdns_zookeeper_resyncs_total") >= 2.0);
+    close_session(c).await;
+}
