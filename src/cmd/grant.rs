@@ -45,11 +45,12 @@ pub async fn run(global: &GlobalArgs, args: GrantArgs, revoke: bool) -> Result<(
                 revoke_one(&client, name, &registrar).await?
             } else {
                 let world_read = zone_is_world_readable(&client, layout, &name.zone).await?;
-                // listed first: a stub that reconnects checks the name's members from then on
+                let line = grant_one(&client, name, &admin, &registrar, world_read).await?;
+                // a stub that reconnects checks the name's members from then on
                 marks::set_listed(&client, layout, &name.path, true)
                     .await
                     .or_runtime()?;
-                grant_one(&client, name, &admin, &registrar, world_read).await?
+                line
             };
             println!("{line}");
         }

@@ -4,6 +4,9 @@
 //! health check fails, and deleted (the session closed) on SIGTERM/SIGINT. A record set it has
 //! to create is a CONTAINER node, which ZooKeeper removes once its last member is gone.
 //!
+//! Before its first member under a name it lists the name under the zone's change mark
+//! ([`crate::zk::marks`]), so that stubs catching up after a reconnect check it.
+//!
 //! `register` never writes a record set's own data. Data that someone else put on a container
 //! set (with `set` or `import`) would go with the container; so when the last member leaves
 //! cleanly and the set holds data, the member's delete and a re-creation of the set as a

@@ -6,7 +6,8 @@
 //!   watcher fills, and [`check_znode`] (a payload applied as a watch event, then queried);
 //! - here: [`answer_packet`], the listeners' own code minus the socket;
 //! - [`oracle`]: [`check_reply`], the rules every reply must keep;
-//! - [`packets`] and [`payloads`]: the generators of queries, malformed packets and payloads.
+//! - [`packets`] and [`payloads`]: the generators of queries, malformed packets and payloads;
+//! - [`zkmodel`]: a model of ZooKeeper's tree and stats, for catching up.
 
 pub mod oracle;
 pub mod packets;
@@ -14,6 +15,7 @@ pub mod payloads;
 #[cfg(test)]
 mod tests;
 pub mod tree;
+pub mod zkmodel;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};

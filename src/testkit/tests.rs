@@ -753,3 +753,133 @@ fn bad_node_count_forgets_nodes_gone_during_a_resync() {
     let after = full_read(&model, Some(&before));
     assert_eq!(after.bad_nodes(), 0, "a report of a node that is gone");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+    /// Catching up after a reconnect equals a full read of the tree as it is then, whatever
+    /// changed while the stub was away: record sets the tools made, changed and deleted (the
+    /// change marks' rings), members registered and expired, names a plain client made or
+    /// deleted, members a plain client made under names that have some, record-set data a
+    /// plain client set on names with members or listed; and it asks for a full read only
+    /// when a mark's ring no longer reaches back to the loss (more writes than it keeps).
+    /// Several outages in a row, so that the marks' listings carry over between them. What is
+    /// not promised (a plain client deleting a name and making it again, or setting the data
+    /// of a name nobody registers under: the periodic full read's) is only applied.
+    #[test]
+    fn catching_up_equals_a_full_read(
+        before in proptest::collection::vec((0usize..8, 0usize..2, 0usize..6, 0usize..3, 0usize..5), 0..15),
+        rounds in proptest::collection::vec(
+            proptest::collection::vec((0usize..8, 0usize..2, 0usize..6, 0usize..3, 0usize..5), 0..80),
+            1..4,
+        ),
+    ) {
+        use std::collections::HashMap;
+        use crate::testkit::zkmodel::ZkModel;
+        use crate::zk::catchup::{Cost, Outcome, catch_up};
+        let zones = ["a.t", "b.t"];
+        let sets = ["web", "db", "x.y", "@", "*", "api"];
+        let members = ["m1", "m2", "m3"];
+        let set_data = ["", r#"{"A":["10.0.0.1"]}"#, r#"{"A":["10.0.0.2"],"ttl":7}"#, r#"{"CNAME":"web"}"#, "{bad"];
+        let member_data = [r#"{"A":["10.0.1.1"]}"#, r#"{"A":["10.0.1.2"],"AAAA":["fd00::1"]}"#, "{bad", r#"{"A":["10.0.1.3"]}"#, r#"{"TXT":["m"]}"#];
+        let names: Vec<String> = zones
+            .iter()
+            .flat_map(|z| {
+                sets.iter()
+                    .map(move |n| match *n {
+                        "@" => z.to_string(),
+                        "*" => format!("w.{z}"),
+                        n => format!("{n}.{z}"),
+                    })
+                    .chain([format!("other.{z}"), format!("y.{z}")])
+            })
+            .collect();
+        let mut model = ZkModel::new("/z");
+        for z in zones {
+            let (zone, mark) = (model.layout.zone(z), model.layout.mark(z));
+            model.mkdir(&zone);
+            model.mkdir(&mark);
+        }
+        // one change: whether only a full read may tell (the mark moved), and whether it is
+        // one not promised (a name that existed when the stub went away made again)
+        let change = |model: &mut ZkModel, at_start: &[String], (kind, z, n, m, d): (usize, usize, usize, usize, usize)| -> (bool, bool) {
+            let (zone, name, member) = (zones[z], sets[n], members[m]);
+            let set = model.layout.set(zone, name);
+            let has_members = !model.children(&set).is_empty();
+            let listed = model.exists(&model.layout.mark_name(zone, name));
+            match kind {
+                0 => { model.tool_set(zone, name, set_data[d]); (false, false) }
+                1 => { model.tool_rm(zone, name); (false, false) }
+                2 => { model.register(zone, name, member, member_data[d]); (false, false) }
+                3 => { model.plain(&model.layout.member(zone, name, member), None); (false, false) }
+                4 if !model.exists(&set) => {
+                    model.plain(&set, Some(set_data[d]));
+                    (false, at_start.contains(&set))
+                }
+                5 if model.exists(&set) && !has_members => { model.plain(&set, None); (false, false) }
+                6 if has_members => {
+                    let path = model.layout.member(zone, name, member);
+                    if !model.exists(&path) {
+                        model.plain(&path, Some(member_data[d]));
+                    }
+                    (false, false)
+                }
+                7 if model.exists(&set) && (has_members || listed) => {
+                    model.plain(&set, Some(set_data[d]));
+                    (false, false)
+                }
+                _ => (false, false),
+            }
+        };
+        for op in before {
+            change(&mut model, &[], op);
+        }
+        let read = |model: &ZkModel, base: Option<&Tree>| {
+            let nodes = model.zones_subtree();
+            read_into(
+                base.map_or_else(|| Tree::new(None), Tree::fresh),
+                "/z",
+                nodes.iter().map(|(p, d)| (p.as_str(), d.as_bytes())),
+            )
+        };
+        let mut tree = read(&model, None);
+        let mut listed = HashMap::new();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for (round, ops) in rounds.into_iter().enumerate() {
+            let lost = model.zxid();
+            let at_start: Vec<String> = model
+                .zones_subtree()
+                .into_iter()
+                .map(|(p, _)| format!("/z/zones/{p}"))
+                .collect();
+            let (mut tool_writes, mut unpromised) = (0, false);
+            for op in ops {
+                tool_writes += usize::from(op.0 <= 1);
+                let (_, u) = change(&mut model, &at_start, op);
+                unpromised |= u;
+            }
+            let mut cost = Cost::default();
+            let layout = model.layout.clone();
+            let outcome = runtime
+                .block_on(catch_up(&model, &layout, &mut tree, lost, &mut listed, &mut cost))
+                .unwrap();
+            match outcome {
+                Outcome::Done { .. } => {
+                    if unpromised {
+                        tree = read(&model, Some(&tree));
+                        continue;
+                    }
+                    let mut full = read(&model, None);
+                    proptest::prop_assert_eq!(observe(&mut tree, &names), observe(&mut full, &names), "round {}", round);
+                }
+                Outcome::Full(why) => {
+                    // a ring keeps KEEP writes of a zone; the two zones share the ops
+                    proptest::prop_assert!(
+                        tool_writes > crate::zk::marks::KEEP,
+                        "round {}: a full read after {} tool writes: {}", round, tool_writes, why
+                    );
+                    tree = read(&model, Some(&tree));
+                }
+            }
+        }
+    }
+}

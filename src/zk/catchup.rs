@@ -19,6 +19,7 @@ use zookeeper_client::{Client, Stat};
 
 use crate::zk::ZkError;
 use crate::zk::layout::Layout;
+use crate::zk::marks::{self, Since};
 use crate::zk::tree::{NodeState, Tree};
 
 /// Requests in flight at once: pipelined on the one connection, bounded so that a tree with
@@ -49,6 +50,35 @@ pub struct Listed {
     names: Vec<String>,
 }
 
+/// What catching up needs of a node's stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStat {
+    /// Zxid of the node's creation.
+    pub czxid: i64,
+    /// Zxid of the last change to the node's data.
+    pub mzxid: i64,
+    /// Zxid of the last child made or deleted.
+    pub pzxid: i64,
+    pub num_children: i32,
+}
+
+/// Where catching up reads: ZooKeeper, or a model of it in the tests. Each answers every path
+/// in order; a node that does not exist is `None`.
+pub trait Source {
+    fn stats(
+        &self,
+        paths: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<NodeStat>>, ZkError>> + Send;
+    fn listings(
+        &self,
+        paths: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<Vec<String>>>, ZkError>> + Send;
+    fn data(
+        &self,
+        paths: &[String],
+    ) -> impl Future<Output = Result<Vec<Option<NodeState>>, ZkError>> + Send;
+}
+
 /// A reply, with a node that does not exist as `None`.
 fn found<T>(path: &str, reply: Result<T, zookeeper_client::Error>) -> Result<Option<T>, ZkError> {
     match reply {
@@ -60,65 +90,83 @@ fn found<T>(path: &str, reply: Result<T, zookeeper_client::Error>) -> Result<Opt
 
 // Each sends its requests `IN_FLIGHT` at a time: a request goes out when the client's method
 // is called, so a chunk is pipelined on the one connection.
+impl Source for Client {
+    async fn stats(&self, paths: &[String]) -> Result<Vec<Option<NodeStat>>, ZkError> {
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(IN_FLIGHT) {
+            let replies = join_all(chunk.iter().map(|p| self.check_stat(p))).await;
+            for (p, reply) in chunk.iter().zip(replies) {
+                out.push(found(p, reply)?.flatten().map(|s: Stat| NodeStat {
+                    czxid: s.czxid,
+                    mzxid: s.mzxid,
+                    pzxid: s.pzxid,
+                    num_children: s.num_children,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn listings(&self, paths: &[String]) -> Result<Vec<Option<Vec<String>>>, ZkError> {
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(IN_FLIGHT) {
+            let replies = join_all(chunk.iter().map(|p| self.list_children(p))).await;
+            for (p, reply) in chunk.iter().zip(replies) {
+                out.push(found(p, reply)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn data(&self, paths: &[String]) -> Result<Vec<Option<NodeState>>, ZkError> {
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(IN_FLIGHT) {
+            let replies = join_all(chunk.iter().map(|p| self.get_data(p))).await;
+            for (p, reply) in chunk.iter().zip(replies) {
+                out.push(found(p, reply)?.map(|(data, stat)| NodeState {
+                    data,
+                    mzxid: stat.mzxid,
+                    mtime: stat.mtime,
+                }));
+            }
+        }
+        Ok(out)
+    }
+}
 
 async fn stats(
-    client: &Client,
+    source: &impl Source,
     paths: &[String],
     cost: &mut Cost,
-) -> Result<Vec<Option<Stat>>, ZkError> {
+) -> Result<Vec<Option<NodeStat>>, ZkError> {
     cost.requests += paths.len() as u64;
-    let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(IN_FLIGHT) {
-        let replies = join_all(chunk.iter().map(|p| client.check_stat(p))).await;
-        for (p, reply) in chunk.iter().zip(replies) {
-            out.push(found(p, reply)?.flatten());
-        }
-    }
-    Ok(out)
+    source.stats(paths).await
 }
 
 async fn listings(
-    client: &Client,
+    source: &impl Source,
     paths: &[String],
     cost: &mut Cost,
 ) -> Result<Vec<Option<Vec<String>>>, ZkError> {
     cost.requests += paths.len() as u64;
-    let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(IN_FLIGHT) {
-        let replies = join_all(chunk.iter().map(|p| client.list_children(p))).await;
-        for (p, reply) in chunk.iter().zip(replies) {
-            out.push(found(p, reply)?);
-        }
-    }
-    Ok(out)
+    source.listings(paths).await
 }
 
 async fn data(
-    client: &Client,
+    source: &impl Source,
     paths: &[String],
     cost: &mut Cost,
 ) -> Result<Vec<Option<NodeState>>, ZkError> {
     cost.requests += paths.len() as u64;
     cost.data_reads += paths.len() as u64;
-    let mut out = Vec::with_capacity(paths.len());
-    for chunk in paths.chunks(IN_FLIGHT) {
-        let replies = join_all(chunk.iter().map(|p| client.get_data(p))).await;
-        for (p, reply) in chunk.iter().zip(replies) {
-            out.push(found(p, reply)?.map(|(data, stat)| NodeState {
-                data,
-                mzxid: stat.mzxid,
-                mtime: stat.mtime,
-            }));
-        }
-    }
-    Ok(out)
+    source.data(paths).await
 }
 
 /// Brings `tree` to what ZooKeeper holds, given that everything up to zxid `lost` is in it
 /// already. `listed` keeps the names each zone's mark lists between catch-ups. A [`Outcome::Full`]
 /// or an error may leave the tree partly caught up: the full read that follows replaces it.
 pub async fn catch_up(
-    client: &Client,
+    client: &(impl Source + Sync),
     layout: &Layout,
     tree: &mut Tree,
     lost: i64,
@@ -140,6 +188,7 @@ pub async fn catch_up(
     let mut zone_reads = Vec::new();
     let mut zone_lists = Vec::new();
     let mut relist = Vec::new();
+    let mut mark_reads: Vec<(String, i64)> = Vec::new();
     for (i, z) in zones.iter().enumerate() {
         let Some(zone) = &found[1 + 2 * i] else {
             return Ok(Outcome::Full(format!("the zone {z} is gone")));
@@ -151,8 +200,13 @@ pub async fn catch_up(
                 layout.mark(z)
             )));
         };
+        if mark.czxid > lost {
+            return Ok(Outcome::Full(format!(
+                "the zone {z}'s change mark is newer than the connection's loss"
+            )));
+        }
         if mark.mzxid > lost {
-            return Ok(Outcome::Full(format!("record-set data in {z} changed")));
+            mark_reads.push((z.clone(), mark.mzxid));
         }
         if zone.mzxid > lost {
             zone_reads.push(layout.zone(z));
@@ -191,6 +245,24 @@ pub async fn catch_up(
     }
     // (zone, name) of the record sets to read whole: data, members and their data
     let mut whole: Vec<(String, String)> = Vec::new();
+    // the record sets the tools wrote, from the marks that moved
+    let paths: Vec<String> = mark_reads.iter().map(|(z, _)| layout.mark(z)).collect();
+    let rings = data(client, &paths, cost).await?;
+    for ((z, mzxid), ring) in mark_reads.iter().zip(rings) {
+        let Some(ring) = ring else {
+            return Ok(Outcome::Full(format!("the zone {z}'s change mark is gone")));
+        };
+        match marks::since(&ring.data, *mzxid, lost) {
+            Since::Names(names) => {
+                whole.extend(names.into_iter().map(|n| (z.clone(), n)));
+            }
+            Since::Unknown => {
+                return Ok(Outcome::Full(format!(
+                    "the zone {z}'s change mark does not tell all that changed"
+                )));
+            }
+        }
+    }
     // paths of nodes gone, children before parents
     let mut gone: Vec<String> = Vec::new();
     for (z, names) in zone_lists.iter().zip(&lists[relist.len()..]) {
@@ -200,9 +272,13 @@ pub async fn catch_up(
         let now: HashSet<&str> = names.iter().map(String::as_str).collect();
         let held: HashSet<String> = tree.set_names(z).into_iter().collect();
         for name in names.iter().filter(|n| !held.contains(*n)) {
-            whole.push((z.clone(), name.clone()));
+            if !whole.iter().any(|(wz, wn)| wz == z && wn == name) {
+                whole.push((z.clone(), name.clone()));
+            }
         }
-        for name in held.iter().filter(|n| !now.contains(n.as_str())) {
+        for name in held.iter().filter(|n| {
+            !now.contains(n.as_str()) && !whole.iter().any(|(wz, wn)| wz == z && wn == *n)
+        }) {
             for m in tree.members_of(z, name) {
                 gone.push(layout.member(z, name, &m));
             }

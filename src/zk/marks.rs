@@ -1,12 +1,16 @@
 //! Change marks: what lets a stub that lost its connection find what changed meanwhile without
 //! reading every node. ZooKeeper's stats show most of it: a zone's `pzxid` moves when a name is
-//! made or deleted, a name's when a member joins or leaves (an expiry too). They do not show a
-//! record set's data changing, nor a member joining a name that the stub does not check:
+//! made or deleted, a name's when a member joins or leaves (an expiry too), a node's `mzxid`
+//! when its data changes. Checking every name's stats would cost as much as reading it, so the
+//! stub checks the zones, and the names with members or listed below; what it would miss
+//! elsewhere, a record set's data changing or a member joining, the marks cover:
 //!
-//! - each tool write that changes a record set's data also touches the zone's mark
-//!   `<root>/marks/<zone>` (sets its data, at any version: writers never conflict on it) in the
-//!   same transaction, so a stub whose connection was lost at zxid Z reads the zone in full when
-//!   its mark moved past Z;
+//! - each tool write that makes, changes or deletes record sets also appends their names to the
+//!   zone's mark `<root>/marks/<zone>` in the same transaction (against the version it read, so
+//!   two writers never lose each other's entries): a ring of the last [`KEEP`] writes, each
+//!   with the zxid it was made at. A stub whose connection was lost at zxid Z re-reads the names
+//!   of the entries after Z, or reads the tree in full when the ring no longer reaches back to
+//!   Z (a name deleted and made again lists the same, so the stats alone would miss it);
 //! - the names that get members are listed as `<root>/marks/<zone>/<name>`, by `register` before
 //!   it makes its first member there, or by `grant` (a registrar may not list a name itself), and
 //!   the stub checks those names' stats.
@@ -15,55 +19,161 @@
 //! A zone without a mark (written only by an older zkdns or by plain ZooKeeper clients) is read
 //! in full after a reconnect, as it was before marks.
 
+use serde::{Deserialize, Serialize};
 use zookeeper_client::Client;
 
 use crate::zk::auth::persistent;
 use crate::zk::layout::{Layout, NodePath};
-use crate::zk::write::Op;
+use crate::zk::write::{Op, get};
 use crate::zk::{Access, ZkError};
 
-/// The operation that touches `zone`'s mark.
-pub fn touch(layout: &Layout, zone: &str) -> Op {
-    Op::SetData {
-        path: layout.mark(zone),
-        data: Vec::new(),
-        version: -1,
-    }
+/// Writes a mark remembers.
+pub const KEEP: usize = 64;
+/// Names one entry lists; a write of more is recorded as one of the whole zone.
+const NAMES_PER_WRITE: usize = 32;
+/// Names all entries list together: older entries go first.
+const NAMES_KEPT: usize = 256;
+
+/// A mark's data.
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct Ring {
+    /// The newest zxid among entries dropped (or not recorded): a stub lost before it cannot
+    /// rely on the ring.
+    #[serde(default)]
+    floor: i64,
+    #[serde(default)]
+    writes: Vec<Write>,
 }
 
-/// The zones whose marks `ops` must touch: those where a record set's data changes (set, or
-/// deleted and made again). Names made or deleted, members and zone settings show in the
-/// stats.
-pub fn zones_to_touch(layout: &Layout, ops: &[Op]) -> Vec<String> {
-    let mut zones: Vec<String> = Vec::new();
-    for op in ops {
-        let zone = match (op, layout.classify(op.path())) {
-            (Op::SetData { .. }, NodePath::Set(z, _)) => Some(z),
-            (Op::Create { path, .. }, NodePath::Set(z, _))
-                if ops
-                    .iter()
-                    .any(|o| matches!(o, Op::Delete { path: gone, .. } if gone == path)) =>
-            {
-                Some(z)
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct Write {
+    /// The zxid of the write, filled in by the next writer; 0 for the newest, whose zxid is
+    /// the mark's `mzxid`.
+    #[serde(default)]
+    z: i64,
+    #[serde(default)]
+    names: Vec<String>,
+    /// A write of more names than an entry lists: the whole zone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    all: bool,
+}
+
+/// The mark's data after a write of `names`, given its data and `mzxid` before (a mark with no
+/// ring, or a bad one, starts one that reaches back to `mzxid` only).
+pub fn appended(data: &[u8], mzxid: i64, names: &[String]) -> Vec<u8> {
+    let mut ring: Ring = serde_json::from_slice(data).unwrap_or(Ring {
+        floor: mzxid,
+        writes: Vec::new(),
+    });
+    for w in ring.writes.iter_mut().filter(|w| w.z == 0) {
+        w.z = mzxid;
+    }
+    let all = names.len() > NAMES_PER_WRITE;
+    let names = if all { Vec::new() } else { names.to_vec() };
+    ring.writes.push(Write { z: 0, names, all });
+    let mut total: usize = ring.writes.iter().map(|w| w.names.len()).sum();
+    while ring.writes.len() > KEEP || (total > NAMES_KEPT && ring.writes.len() > 1) {
+        let old = ring.writes.remove(0);
+        total -= old.names.len();
+        ring.floor = ring.floor.max(old.z);
+    }
+    serde_json::to_vec(&ring).expect("a ring serializes")
+}
+
+/// What a mark says changed after zxid `lost`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Since {
+    /// The record sets written since (by znode name).
+    Names(Vec<String>),
+    /// The ring does not reach back that far, lists a whole zone, or is not valid.
+    Unknown,
+}
+
+/// Reads a mark's data (its `mzxid` is the newest entry's zxid) for what changed after `lost`.
+pub fn since(data: &[u8], mzxid: i64, lost: i64) -> Since {
+    let Ok(ring) = serde_json::from_slice::<Ring>(data) else {
+        return Since::Unknown;
+    };
+    if ring.floor > lost {
+        return Since::Unknown;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for w in &ring.writes {
+        let z = if w.z == 0 { mzxid } else { w.z };
+        if z <= lost {
+            continue;
+        }
+        if w.all {
+            return Since::Unknown;
+        }
+        for n in &w.names {
+            if !names.contains(n) {
+                names.push(n.clone());
             }
-            _ => None,
-        };
-        if let Some(z) = zone
-            && !zones.iter().any(|known| known == z)
-        {
-            zones.push(z.to_string());
+        }
+    }
+    Since::Names(names)
+}
+
+/// The operations that record a write of `names` (znode names) in `zone`'s mark: a new ring
+/// entry against the mark's version, or the mark made (with `<root>/marks` if missing). A
+/// conflict on the mark means another writer got there first: build them again.
+pub async fn touch(
+    client: &Client,
+    layout: &Layout,
+    zone: &str,
+    names: &[String],
+) -> Result<Vec<Op>, ZkError> {
+    let path = layout.mark(zone);
+    if let Some((data, stat)) = get(client, &path).await? {
+        return Ok(vec![Op::SetData {
+            path,
+            data: appended(&data, stat.mzxid, names),
+            version: stat.version,
+        }]);
+    }
+    let mut ops = Vec::new();
+    let marks = layout.marks();
+    if client
+        .check_stat(&marks)
+        .await
+        .map_err(ZkError::request(&marks))?
+        .is_none()
+    {
+        ops.push(Op::Create {
+            path: marks,
+            data: Vec::new(),
+        });
+    }
+    // a stub lost before the mark existed does not use it (its czxid says so)
+    ops.push(Op::Create {
+        path,
+        data: appended(b"", 0, names),
+    });
+    Ok(ops)
+}
+
+/// The zones whose marks `ops` must touch, with the record sets written in each: those
+/// made, changed or deleted. Members, and zone settings, show in the stats.
+pub fn zones_to_touch(layout: &Layout, ops: &[Op]) -> Vec<(String, Vec<String>)> {
+    let mut zones: Vec<(String, Vec<String>)> = Vec::new();
+    for op in ops {
+        if let NodePath::Set(z, n) = layout.classify(op.path()) {
+            let at = match zones.iter().position(|(known, _)| known == z) {
+                Some(at) => at,
+                None => {
+                    zones.push((z.to_string(), Vec::new()));
+                    zones.len() - 1
+                }
+            };
+            if !zones[at].1.iter().any(|known| known == n) {
+                zones[at].1.push(n.to_string());
+            }
         }
     }
     zones
-}
-
-/// Makes `zone`'s mark (and `<root>/marks`) if missing.
-pub async fn make(client: &Client, layout: &Layout, zone: &str) -> Result<(), ZkError> {
-    let path = layout.mark(zone);
-    match client.mkdir(&path, &persistent()).await {
-        Ok(()) | Err(zookeeper_client::Error::NodeExists) => Ok(()),
-        Err(e) => Err(ZkError::access(Access::Create, &path)(e)),
-    }
 }
 
 /// Lists (`listed`) or unlists the name at `set_path` among its zone's names with members.
@@ -109,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn only_changes_the_stats_miss_are_marked() {
+    fn record_set_writes_are_marked() {
         let l = Layout::new("/zkdns").unwrap();
         let create = |p: &str| Op::Create {
             path: p.into(),
@@ -119,10 +229,9 @@ mod tests {
             path: p.into(),
             version: -1,
         };
-        // new names, deleted names and zone settings show in the stats
+        // members and zone settings show in the stats
         let plain = [
-            create("/zkdns/zones/a.l/web"),
-            delete("/zkdns/zones/a.l/db"),
+            delete("/zkdns/zones/a.l/web/m1"),
             set_data("/zkdns/zones/a.l"),
         ];
         assert!(zones_to_touch(&l, &plain).is_empty());
@@ -131,9 +240,51 @@ mod tests {
             set_data("/zkdns/zones/a.l/db"),
             delete("/zkdns/zones/b.l/x"),
             create("/zkdns/zones/b.l/x"),
-            create("/zkdns/zones/c.l/web/m1"),
+            create("/zkdns/zones/c.l/new"),
+            create("/zkdns/zones/d.l/web/m1"),
         ];
-        assert_eq!(zones_to_touch(&l, &ops), ["a.l", "b.l"]);
-        assert_eq!(touch(&l, "a.l").path(), "/zkdns/marks/a.l");
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            zones_to_touch(&l, &ops),
+            [
+                ("a.l".to_string(), names(&["web", "db"])),
+                ("b.l".to_string(), names(&["x"])),
+                ("c.l".to_string(), names(&["new"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_ring_names_what_changed_since_a_zxid() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // made at zxid 10 with web; db at 20; then api at 30
+        let d = appended(b"", 0, &names(&["web"]));
+        let d = appended(&d, 10, &names(&["db"]));
+        let d = appended(&d, 20, &names(&["*", "db"]));
+        assert_eq!(since(&d, 30, 5), Since::Names(names(&["web", "db", "*"])));
+        assert_eq!(since(&d, 30, 10), Since::Names(names(&["db", "*"])));
+        assert_eq!(since(&d, 30, 25), Since::Names(names(&["*", "db"])));
+        assert_eq!(since(&d, 30, 30), Since::Names(vec![]));
+        // a mark that held no ring reaches back to its last write only
+        let d = appended(b"", 40, &names(&["web"]));
+        assert_eq!(since(&d, 50, 39), Since::Unknown);
+        assert_eq!(since(&d, 50, 40), Since::Names(names(&["web"])));
+        // a write of many names is the whole zone
+        let many: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+        let d = appended(&d, 50, &many);
+        assert_eq!(since(&d, 60, 45), Since::Unknown);
+        assert_eq!(since(&d, 60, 50), Since::Unknown);
+        assert_eq!(since(&d, 60, 60), Since::Names(vec![]));
+        // the oldest writes go, and the floor says from when the ring is whole
+        let mut d = appended(b"", 0, &names(&["a"]));
+        for z in 1..=(KEEP as i64 + 5) {
+            d = appended(&d, z * 10, &names(&["b"]));
+        }
+        assert_eq!(since(&d, 1000, 10), Since::Unknown);
+        assert!(matches!(since(&d, 1000, 600), Since::Names(_)));
+        assert!(d.len() < 4096, "{}", d.len());
+        // not a ring
+        assert_eq!(since(b"{bad", 10, 0), Since::Unknown);
+        assert_eq!(since(br#"{"x":1}"#, 10, 0), Since::Unknown);
     }
 }

@@ -10,10 +10,12 @@ use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError, Stat};
 
 use crate::zk::acl::hides_hashes;
 use crate::zk::auth::persistent;
-use crate::zk::layout::NodePath;
 use crate::zk::marks;
 use crate::zk::zone::may_be_reaped;
 use crate::zk::{Access, Layout, ZkError};
+
+/// Times a commit builds its marks' entries again when other writers' land first.
+const MARK_ATTEMPTS: usize = 20;
 
 /// Whether a write failed because the node changed under it (another writer got there
 /// first): read again and retry, rather than give up.
@@ -169,28 +171,26 @@ async fn kept_acls(
     Ok(out)
 }
 
-/// Commits `ops` as one multi-transaction: all of them, or none, with the touches of the
-/// zones' change marks that they need. The marks of the zones written are made first where
-/// missing (one small request per zone when they exist).
+/// Commits `ops` as one multi-transaction: all of them, or none, with the entries of the
+/// record sets they write in their zones' change marks ([`marks`]). Another writer's entry
+/// landing first is not a conflict of `ops`: the entries are built again.
 pub async fn commit(client: &Client, layout: &Layout, ops: &[Op]) -> Result<(), CommitError> {
-    let mut written: Vec<&str> = Vec::new();
-    for op in ops {
-        if let NodePath::Set(z, _) | NodePath::Member(z, _, _) = layout.classify(op.path())
-            && !written.contains(&z)
-        {
-            written.push(z);
+    let touched = marks::zones_to_touch(layout, ops);
+    let mut attempts = 0;
+    loop {
+        let mut all = ops.to_vec();
+        for (zone, names) in &touched {
+            all.extend(marks::touch(client, layout, zone, names).await?);
+        }
+        match commit_ops(client, &all).await {
+            Err(CommitError::Conflict { path, .. })
+                if attempts < MARK_ATTEMPTS && path.starts_with(&layout.marks()) =>
+            {
+                attempts += 1;
+            }
+            done => return done,
         }
     }
-    for z in written {
-        marks::make(client, layout, z).await?;
-    }
-    let mut all = ops.to_vec();
-    all.extend(
-        marks::zones_to_touch(layout, ops)
-            .iter()
-            .map(|z| marks::touch(layout, z)),
-    );
-    commit_ops(client, &all).await
 }
 
 /// Commits `ops` as they are.
