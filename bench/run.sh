@@ -4,7 +4,8 @@
 #   bench/run.sh [--quick] [PART...]
 #
 # PART is any of: serving forwarding propagation coldstart hosts criterion (default: all of
-# them), or profile (not in the default set: a perf profile of zkdns under the serving load).
+# them), profile (not in the default set: a perf profile of zkdns under the serving load) or
+# scale (not in the default set either: N stubs on a 3-node ensemble, bench/scale.py).
 # Installs its peers from Debian's packages when missing, builds zkdns --release and the
 # driver (bench/tool), starts its own ZooKeeper on a free loopback port, and stops
 # everything it started on exit, Ctrl-C or failure. Each part prints its figures as ratios
@@ -15,11 +16,12 @@
 # Environment: BENCH_REPS (3), BENCH_FIXED_SECS, BENCH_MAX_SECS, BENCH_RATE (40000),
 # BENCH_SIZES ("10000 100000"), BENCH_SERVERS ("zkdns knot unbound dnsmasq hickory floor"),
 # BENCH_FWD_RATE (10000), BENCH_FWD_SERVERS ("zkdns zkdns-nocache dnsmasq dnsmasq-default
-# unbound"), BENCH_NO_HICKORY=1 to skip building hickory-dns.
+# unbound"), BENCH_NO_HICKORY=1 to skip building hickory-dns, BENCH_SCALE_NS ("1 50 200"),
+# BENCH_SCALE_NAMES (1000).
 set -euo pipefail
 
 . "$(dirname "$0")/lib.sh"
-for part in serving forwarding propagation coldstart hosts criterion profile; do
+for part in serving forwarding propagation coldstart hosts criterion profile scale; do
   . "$BENCH_DIR/$part.sh"
 done
 
@@ -28,8 +30,8 @@ PARTS=()
 for arg in "$@"; do
   case $arg in
     --quick) QUICK=1 ;;
-    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    serving | forwarding | propagation | coldstart | hosts | criterion | profile) PARTS+=("$arg") ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    serving | forwarding | propagation | coldstart | hosts | criterion | profile | scale) PARTS+=("$arg") ;;
     *) echo "bench/run.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -88,6 +88,9 @@ fn describe(node: &NodeAcl) -> String {
         Kind::Zone => ("", format!("zone {}", node.label)),
         Kind::Name => ("", format!("name {}", node.label)),
         Kind::Member => ("  ", format!("member {}", node.label)),
+        Kind::Mark if node.label.is_empty() => ("", "the change marks".to_string()),
+        Kind::Mark if node.label.contains(' ') => ("  ", format!("name {}", node.label)),
+        Kind::Mark => ("", format!("change mark of zone {}", node.label)),
     };
     let registrars = acl::registrars(&node.acl);
     let mut out = format!("{indent}{} ({what})\n", node.path);

@@ -212,6 +212,8 @@ pub enum Kind {
     Zone,
     Name,
     Member,
+    /// `<root>/marks`, a zone's change mark, or a name listed in one ([`crate::zk::marks`]).
+    Mark,
 }
 
 /// `perm` on a node of `kind`, in words.
@@ -232,6 +234,9 @@ pub fn rights_in_words(kind: Kind, perm: Permission) -> String {
             (Kind::Zone, Permission::DELETE) => "delete names",
             (Kind::Name, Permission::DELETE) => "remove members",
             (Kind::Member, Permission::CREATE | Permission::DELETE) => "",
+            (Kind::Mark, Permission::WRITE) => "record writes (what reconnecting stubs re-read)",
+            (Kind::Mark, Permission::CREATE) => "list names (checked by reconnecting stubs)",
+            (Kind::Mark, Permission::DELETE) => "unlist names",
             (_, _) => "change the ACL",
         }
     };
@@ -274,8 +279,8 @@ pub enum Scope {
 }
 
 /// The ACLs of the nodes in `scope`, parents before children: for [`Scope::All`] the root,
-/// the zones node and every zone with its names and members; for a zone, its node, names and
-/// members; for a name, its node and members. Requests are pipelined.
+/// the zones node and every zone with its names and members, then the marks; for a zone, its
+/// node, names, members and mark; for a name, its node and members. Requests are pipelined.
 pub async fn walk(
     client: &Client,
     layout: &Layout,
@@ -318,6 +323,25 @@ pub async fn walk(
             for member in set.members.keys() {
                 let path = layout.member(zone.as_str(), name, member);
                 nodes.push((path, Kind::Member, member.clone()));
+            }
+        }
+    }
+    // the change marks: writing one decides what reconnecting stubs re-read
+    if !matches!(scope, Scope::Name { .. }) {
+        if matches!(scope, Scope::All) {
+            nodes.push((layout.marks(), Kind::Mark, String::new()));
+        }
+        for zone in &zones {
+            let mark = layout.mark(zone.as_str());
+            let listed = match client.list_children(&mark).await {
+                Ok(names) => names,
+                Err(zookeeper_client::Error::NoNode) => continue,
+                Err(e) => return Err(ZkError::request(&mark)(e)),
+            };
+            nodes.push((mark, Kind::Mark, zone.to_string()));
+            for name in listed {
+                let path = layout.mark_name(zone.as_str(), &name);
+                nodes.push((path, Kind::Mark, format!("{name} listed in {zone}")));
             }
         }
     }
