@@ -297,6 +297,39 @@ def both_ways(before, after):
     return sum(rx + tx - sum(before.get(k, (0, 0))) for k, (rx, tx) in after.items())
 
 
+class Rate(threading.Thread):
+    """The ensemble's client requests a second (packets received, `mntr`), sampled every 0.5 s;
+    a window where a server's counters restarted (an election) is left out."""
+
+    def __init__(self, ens):
+        super().__init__(daemon=True)
+        self.ens, self.running, self.rates = ens, True, []
+
+    def sample(self):
+        out = {}
+        for i in range(3):
+            if self.ens.procs[i]:
+                m = mntr(self.ens.client[i])
+                if "zk_packets_received" in m:
+                    out[i] = m["zk_packets_received"]
+        return out
+
+    def run(self):
+        last, t = self.sample(), time.time()
+        while self.running:
+            time.sleep(0.5)
+            now, t2 = self.sample(), time.time()
+            deltas = [now[i] - last[i] for i in now if i in last]
+            if deltas and all(d >= 0 for d in deltas) and len(now) >= 2:
+                self.rates.append(sum(deltas) / (t2 - t))
+            last, t = now, t2
+
+    def stop(self):
+        self.running = False
+        self.join(5)
+        return max(self.rates) if self.rates else None
+
+
 class Probe(threading.Thread):
     """Asks every stub in turn for a name that does not change; counts failed lookups."""
 
@@ -389,6 +422,8 @@ def herd(ens, stubs, kill, label, full_read):
     sockets0 = zk_sockets(zk_ports, pids)
     probe = Probe(stubs, "web.bench.test", "10.9.9.9")
     probe.start()
+    rate = Rate(ens)
+    rate.start()
     t0 = time.time()
     if kill is None:
         for i in range(3):
@@ -418,9 +453,12 @@ def herd(ens, stubs, kill, label, full_read):
         if all(m or not l for m, l in zip(moved, lost)) and not any(stale) and any(lost):
             current_at = time.time() - t0
             break
+        if not any(lost) and time.time() - t0 > 15:
+            break  # the server held none of the stubs' sessions
         time.sleep(0.1)
     time.sleep(1)
     probe.stop()
+    peak = rate.stop()
     after, per_after = totals(stubs)
     rx = grown(sockets0, zk_sockets(zk_ports, pids))
     secs = time.time() - t0
@@ -454,6 +492,7 @@ def herd(ens, stubs, kill, label, full_read):
         # watch each, and the catch-up's (or full read's) requests
         "herd_requests": 2 * moved_n + d["zkdns_zookeeper_catchup_requests_total"],
         "herd_seconds": current_at,
+        "peak_requests_per_s": peak,
     }
 
 
@@ -493,9 +532,9 @@ def measure(args, n, zone_file, names):
         # idle
         ens_cpu0 = ens_cpu(ens)
         pids = {st.proc.pid for st in stubs}
-        p0, b0 = ens.packets(), zk_sockets(ens.client, pids)
+        p0, b0, r0 = ens.packets(), zk_sockets(ens.client, pids), ens.received()
         time.sleep(10)
-        p1, b1 = ens.packets(), zk_sockets(ens.client, pids)
+        p1, b1, r1 = ens.packets(), zk_sockets(ens.client, pids), ens.received()
         ens_cpu1 = ens_cpu(ens)
         rss = [st.rss() for st in stubs]
         row = {
@@ -506,6 +545,7 @@ def measure(args, n, zone_file, names):
             # register daemons: the same pings)
             "idle_packets_per_s_per_stub": (p1 - p0) / 10 / (n + len(members)),
             "idle_packets_per_s": (p1 - p0) / 10,
+            "idle_requests_per_s": (r1 - r0) / 10,
             "idle_bytes_per_s_per_stub": both_ways(b0, b1) / 10 / n,
             "ensemble_cpu_pct": (ens_cpu1 - ens_cpu0) / os.sysconf("SC_CLK_TCK") / 10 * 100,
             "rss_kb": statistics.mean(r["VmRSS"] for r in rss),
@@ -623,13 +663,50 @@ def svg(rows, path):
         f.write("\n".join(out))
 
 
+def extrapolation(rows, target=10_000, jitter=15.0):
+    """10,000 stubs, from the per-stub costs of the largest N measured, with the arithmetic."""
+    big, small = rows[-1], rows[0]
+    n = big["n"]
+    leader = big["events"][0]
+    cpu_per = (big["ensemble_cpu_pct"] - small["ensemble_cpu_pct"]) / max(1, n - small["n"])
+    req_per_stub = leader["herd_requests"] / max(1, leader["moved"])
+    idle_req = big["idle_requests_per_s"] / (n + 10)
+    out = [
+        "",
+        f"## Extrapolated to {target:,} stubs (from N = {n})",
+        "",
+        f"- Idle: {big['idle_packets_per_s_per_stub']:.2f} packets/s × {target:,} = "
+        f"{big['idle_packets_per_s_per_stub'] * target:,.0f} packets/s for the ensemble; "
+        f"{big['idle_bytes_per_s_per_stub']:.0f} B/s × {target:,} = "
+        f"{big['idle_bytes_per_s_per_stub'] * target / 1e3:,.0f} kB/s.",
+        f"- Ensemble CPU: ({big['ensemble_cpu_pct']:.1f} % − {small['ensemble_cpu_pct']:.1f} %) / "
+        f"{n - small['n']} stubs = {cpu_per:.3f} % of a core per stub; × {target:,} = "
+        f"{cpu_per * target / 100:.1f} cores across the three servers (pings alone; per-host mode "
+        "divides it by the containers per host).",
+        f"- Memory: {big['rss_anon_kb'] / 1024:.2f} MB private per stub × {target:,} = "
+        f"{big['rss_anon_kb'] * target / 1024 / 1024:.1f} GB across the hosts, plus "
+        f"{big['rss_file_kb'] / 1024:.1f} MB of shared binary per host.",
+        f"- Leader killed, nothing changed: {leader['bytes_rx_per_moved']:,.0f} B × {target:,} = "
+        f"{leader['bytes_rx_per_moved'] * target / 1e6:,.1f} MB from the ensemble, against "
+        f"{leader['full_read_bytes']:,} B × {target:,} = "
+        f"{leader['full_read_bytes'] * target / 1e9:,.2f} GB for full re-reads; "
+        f"{req_per_stub:.0f} requests × {target:,} = {req_per_stub * target:,.0f}, of which "
+        f"{req_per_stub - 2:.0f} a stub spreads over `--resync-jitter` ({jitter:.0f} s): "
+        f"{(req_per_stub - 2) * target / jitter:,.0f}/s beside an idle "
+        f"{idle_req * target:,.0f} requests/s; the reconnects themselves (connect and watch, "
+        f"{2 * target:,}) come as fast as the stubs notice the loss.",
+    ]
+    return out
+
+
 def report(rows, out):
     lines = [
         "# Fleet scale: N stubs on a 3-node ensemble",
         "",
         "`bench/run.sh scale`; each stub its own process and loopback address, a zone of "
         f"{rows[0]['names']} names (`zkdns import`) and 10 names with a registered member, "
-        "default stub settings (session timeout 6 s, `--resync-jitter` 15 s). Ensemble on "
+        "default stub settings (session timeout 6 s, `--resync-jitter` 15 s: a moved stub catches up a "
+        "random 0–15 s after it reconnects). Ensemble on "
         "tmpfs, same 2-core machine as the stubs.",
         "",
         "| N | idle packets/s per stub | idle bytes/s per stub | ensemble CPU % | RSS kB per stub (private / shared) | propagation p50 / p99 ms (write itself) |",
@@ -643,8 +720,8 @@ def report(rows, out):
         )
     lines += [
         "",
-        "| N | event | moved stubs | catch-ups / full reads / new sessions | requests per moved stub | data reads per moved stub | bytes per moved stub (% of a full read) | all current after s | lookups failed / asked | herd requests (idle packets/s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| N | event | moved stubs | catch-ups / full reads / new sessions | requests per moved stub | data reads per moved stub | bytes per moved stub (% of a full read) | all current after s | lookups failed / asked | herd requests | peak requests/s (idle) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         for e in r["events"]:
@@ -655,8 +732,10 @@ def report(rows, out):
                 f"{e['requests_per_moved']:.1f} | {e['data_reads_per_moved']:.1f} | "
                 f"{e['bytes_rx_per_moved']:.0f} ({100 * frac:.1f} %) | "
                 f"{'%.1f' % cur if cur is not None else 'n/a'} | {e['failed_lookups']} / {e['lookups']} | "
-                f"{e['herd_requests']:.0f} ({r['idle_packets_per_s']:.0f}) |"
+                f"{e['herd_requests']:.0f} | "
+                f"{'%.0f' % e['peak_requests_per_s'] if e['peak_requests_per_s'] else 'n/a'} ({r['idle_requests_per_s']:.0f}) |"
             )
+    lines += extrapolation(rows)
     with open(f"{out}/scale.md", "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(f"{out}/scale.json", "w") as f:
@@ -680,8 +759,12 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--ns", default="1 50 200")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from scale.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.report_only:
+        report(json.load(open(f"{args.out}/scale.json")), args.out)
+        return
     rows = []
     for n in [int(v) for v in args.ns.split()]:
         rows.append(measure(args, n, args.zone_file, args.names))

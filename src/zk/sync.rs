@@ -5,10 +5,10 @@
 //! the nodes that events name. Events are lost while the client reconnects (ZOOKEEPER-4698), so
 //! a reconnect goes back to the first step, where the watch is set again and the map caught up
 //! with what changed since the connection was lost ([`crate::zk::catchup`]): a few small
-//! requests when nothing did. Only what the stats cannot tell needs a full read; it waits a
+//! requests when nothing did; only what the stats cannot tell needs a full read. Either waits a
 //! random part of `--resync-jitter`, the watch already set and its events applied, so that a
-//! fleet of stubs moved by one server's failure spreads its reads of the whole tree. An expired
-//! session gets a new client and a full read. A full read every `--full-read-every` (jittered)
+//! fleet of stubs moved by one server's failure spreads its requests. An expired session gets
+//! a new client and a full read. A full read every `--full-read-every` (jittered)
 //! picks up what plain ZooKeeper clients changed, unmarked, while a stub was away. The last good
 //! map keeps serving throughout (stale until caught up).
 
@@ -66,11 +66,11 @@ fn node_state(data: Vec<u8>, stat: &zookeeper_client::Stat) -> NodeState {
 /// How full reads are paced.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pacing {
-    /// The longest wait before a full read after a reconnect (or a new session), but the
-    /// first: the stubs a server's failure moves (or a leader election, or a rolling restart)
-    /// spread their reads of the whole tree over it instead of sending them at once. Changes
-    /// that happen meanwhile are applied as they come, the watch being set first; only those
-    /// made while disconnected wait for the read.
+    /// The longest wait before catching up (or a full read) after a reconnect or a new
+    /// session, but the first read: the stubs a server's failure moves (or a leader election,
+    /// or a rolling restart) spread their requests over it instead of sending them at once.
+    /// Changes that happen meanwhile are applied as they come, the watch being set first; only
+    /// those made while disconnected wait.
     pub jitter: Duration,
     /// A full read every this long (each interval a random 75–125 % of it; zero: never),
     /// besides those after an expiry or a reconnect the stats cannot explain: what a plain
@@ -240,27 +240,12 @@ impl MapSync {
                     if let Some(z) = client.zxids().take_lost() {
                         self.lost_at.get_or_insert(z);
                     }
-                    match self.try_catch_up(client).await {
-                        Ok(true) => return Ok(watcher),
-                        Ok(false) => {}
-                        Err(e) if client.state() == SessionState::SyncConnected => {
-                            // not the connection: a full read is what is left
-                            warn!(error = %chain(&e), "cannot catch up with ZooKeeper; reading the zones in full");
-                            self.complete = false;
-                        }
-                        Err(e) => {
-                            debug!(error = %chain(&e), "catching up failed; retrying");
-                            self.pause(client, BACKOFF_MIN, cancel).await?;
-                            _previous = Some(watcher);
-                            continue;
-                        }
-                    }
                     let wait = due.saturating_duration_since(tokio::time::Instant::now());
                     if !wait.is_zero() {
                         info!(
                             wait_ms = wait.as_millis() as u64,
-                            "re-reading the zones in {} ms (--resync-jitter); applying changes \
-                             meanwhile",
+                            "re-reading what changed in {} ms (--resync-jitter); applying \
+                             changes meanwhile",
                             wait.as_millis()
                         );
                         match self
@@ -274,6 +259,21 @@ impl MapSync {
                                 continue;
                             }
                             Followed::Ended(end) => return Err(end),
+                        }
+                    }
+                    match self.try_catch_up(client).await {
+                        Ok(true) => return Ok(watcher),
+                        Ok(false) => {}
+                        Err(e) if client.state() == SessionState::SyncConnected => {
+                            // not the connection: a full read is what is left
+                            warn!(error = %chain(&e), "cannot catch up with ZooKeeper; reading the zones in full");
+                            self.complete = false;
+                        }
+                        Err(e) => {
+                            debug!(error = %chain(&e), "catching up failed; retrying");
+                            self.pause(client, BACKOFF_MIN, cancel).await?;
+                            _previous = Some(watcher);
+                            continue;
                         }
                     }
                     match self.resync(client).await {

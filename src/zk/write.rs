@@ -1,9 +1,9 @@
 //! Writing zones into ZooKeeper, for the tools: a record set's payload written against the
 //! version it was read at, multi-transactions of creates, sets and deletes, and the parent
 //! nodes above the zones. A write that finds the node changed under it reports a conflict, so
-//! that the caller reads again instead of overwriting someone else's change. Writes that the
-//! stats of the tree do not show touch their zone's change mark in the same transaction
-//! ([`crate::zk::marks`]).
+//! that the caller reads again instead of overwriting someone else's change. A transaction that
+//! writes record sets also records their names in their zones' change marks
+//! ([`crate::zk::marks`]), for the stubs that catch up after a reconnect.
 
 use thiserror::Error;
 use zookeeper_client::{Acls, Client, CreateMode, MultiWriteError, Stat};

@@ -13,12 +13,10 @@ const ZONE: &str = "fleet.test";
 const JITTER: Duration = Duration::from_secs(8);
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// The last wait the stub logged before a full read.
+/// The last wait the stub logged before catching up (or a full read).
 fn logged_wait(stub: &Zkdns) -> Option<Duration> {
     let logs = stub.logs();
-    let line = logs
-        .lines()
-        .rfind(|l| l.contains("re-reading the zones in "))?;
+    let line = logs.lines().rfind(|l| l.contains("(--resync-jitter)"))?;
     let ms = line.split("wait_ms=").nth(1)?.split_whitespace().next()?;
     Some(Duration::from_millis(ms.parse().ok()?))
 }
