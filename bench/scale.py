@@ -2,6 +2,7 @@
 """Fleet scale (issue 15): N real `zkdns serve` stubs against a real 3-node ZooKeeper ensemble.
 
 usage: scale.py --zkdns BIN --zone-file FILE --work DIR --out DIR [--ns "1 50 200"]
+                [--observers K] [--local-sessions] [--name NAME]
 
 For each N, on a fresh ensemble (data on tmpfs), with a zone of the zone file imported by
 `zkdns import` and 10 names with a registered member each:
@@ -12,10 +13,14 @@ For each N, on a fresh ensemble (data on tmpfs), with a zone of the zone file im
   leader     SIGKILL of the leader: requests, data reads and bytes per moved stub against a full
              read, the time until every stub is current again, failed lookups meanwhile (a probe
              asks every stub in turn throughout), the ensemble's request rate against idle
-  follower   the same for the follower holding the most sessions
+  follower   the same for the follower (with --observers: the observer) holding the most
+             sessions
   rolling    every server restarted in turn, a probe running: failed lookups, reads
 
-Writes DIR/scale.tsv, scale.json, scale.md and scale.svg. Each stub gets its own loopback
+--observers K adds K observers and points the stubs at them alone; --local-sessions turns on
+ZooKeeper's local sessions (localSessionsEnabled, localSessionsUpgradingEnabled).
+
+Writes DIR/NAME.tsv, .json, .md and .svg (NAME: scale). Each stub gets its own loopback
 address (127.0.x.y:5300, metrics on :9153); bytes are counted on the stubs' ZooKeeper sockets
 (`ss -tin`), requests by the stubs' own counters and ZooKeeper's `mntr`.
 """
@@ -82,19 +87,24 @@ def mntr(port):
 
 
 class Ensemble:
-    """Three ZooKeeper servers on loopback, from the Debian package."""
+    """Three voting ZooKeeper servers on loopback, from the Debian package, and `observers`
+    more; `local_sessions` turns on ZooKeeper's local sessions (localSessionsEnabled)."""
 
-    def __init__(self, work):
+    def __init__(self, work, observers=0, local_sessions=False):
         self.work = work
+        self.size = 3 + observers
+        self.observers = list(range(3, self.size))
         self.data = f"/dev/shm/zkdns-scale-{os.getpid()}"
         shutil.rmtree(self.data, ignore_errors=True)
-        self.client = [free_port() for _ in range(3)]
-        self.peer = [(free_port(), free_port()) for _ in range(3)]
-        self.procs = [None] * 3
+        self.client = [free_port() for _ in range(self.size)]
+        self.peer = [(free_port(), free_port()) for _ in range(self.size)]
+        self.procs = [None] * self.size
         servers = "".join(
-            f"server.{i + 1}=127.0.0.1:{p}:{e}\n" for i, (p, e) in enumerate(self.peer)
+            f"server.{i + 1}=127.0.0.1:{p}:{e}{':observer' if i >= 3 else ''}\n"
+            for i, (p, e) in enumerate(self.peer)
         )
-        for i in range(3):
+        extra = "localSessionsEnabled=true\nlocalSessionsUpgradingEnabled=true\n" if local_sessions else ""
+        for i in range(self.size):
             d = self.dir(i)
             os.makedirs(f"{self.data}/{i}", exist_ok=True)
             os.makedirs(d, exist_ok=True)
@@ -106,9 +116,10 @@ class Ensemble:
                     f"dataDir={self.data}/{i}\nclientPort={self.client[i]}\n"
                     "clientPortAddress=127.0.0.1\nmaxClientCnxns=0\n"
                     "admin.enableServer=false\n4lw.commands.whitelist=*\n"
-                    "autopurge.purgeInterval=0\nforceSync=no\n" + servers
+                    "autopurge.purgeInterval=0\nforceSync=no\n" + extra
+                    + ("peerType=observer\n" if i >= 3 else "") + servers
                 )
-        for i in range(3):
+        for i in range(self.size):
             self.start(i)
         self.wait_serving()
 
@@ -139,24 +150,30 @@ class Ensemble:
     def wait_serving(self, timeout=120):
         deadline = time.time() + timeout
         while time.time() < deadline:
-            modes = [self.mode(i) for i in range(3) if self.procs[i]]
+            modes = [self.mode(i) for i in range(self.size) if self.procs[i]]
             if modes and all(modes) and modes.count("leader") == 1:
                 return
             time.sleep(0.2)
         raise SystemExit("the ensemble did not come up")
 
     def leader(self):
-        return next(i for i in range(3) if self.procs[i] and self.mode(i) == "leader")
+        return next(i for i in range(self.size) if self.procs[i] and self.mode(i) == "leader")
 
     def sessions(self, i):
         return max(0, len([l for l in four(self.client[i], "cons").splitlines() if "(" in l]) - 1)
 
     def connect(self):
-        return ",".join(f"127.0.0.1:{p}" for p in self.client)
+        """The voters: for the tools and the register daemons."""
+        return ",".join(f"127.0.0.1:{p}" for p in self.client[:3])
+
+    def stubs_connect(self):
+        """Where the stubs connect: the observers when there are, else the voters."""
+        ports = [self.client[i] for i in self.observers] or self.client[:3]
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
 
     def packets(self):
         total = 0.0
-        for i in range(3):
+        for i in range(self.size):
             if self.procs[i]:
                 m = mntr(self.client[i])
                 total += m.get("zk_packets_received", 0) + m.get("zk_packets_sent", 0)
@@ -164,13 +181,15 @@ class Ensemble:
 
     def received(self):
         return sum(
-            mntr(self.client[i]).get("zk_packets_received", 0) for i in range(3) if self.procs[i]
+            mntr(self.client[i]).get("zk_packets_received", 0)
+            for i in range(self.size)
+            if self.procs[i]
         )
 
     def reads(self):
         """Reads served, as ZooKeeper counts them (each read inside a multiRead too)."""
         total = 0.0
-        for i in range(3):
+        for i in range(self.size):
             if self.procs[i]:
                 for k, v in mntr(self.client[i]).items():
                     if k.endswith("_read_per_namespace") and "scale" in k and isinstance(v, float):
@@ -178,7 +197,7 @@ class Ensemble:
         return total
 
     def stop(self):
-        for i in range(3):
+        for i in range(self.size):
             self.kill(i)
         shutil.rmtree(self.data, ignore_errors=True)
 
@@ -307,7 +326,7 @@ class Rate(threading.Thread):
 
     def sample(self):
         out = {}
-        for i in range(3):
+        for i in range(self.ens.size):
             if self.ens.procs[i]:
                 m = mntr(self.ens.client[i])
                 if "zk_packets_received" in m:
@@ -426,7 +445,7 @@ def herd(ens, stubs, kill, label, full_read):
     rate.start()
     t0 = time.time()
     if kill is None:
-        for i in range(3):
+        for i in range(ens.size):
             ens.kill(i)
             time.sleep(1)
             ens.start(i)
@@ -500,10 +519,11 @@ def measure(args, n, zone_file, names):
     work = f"{args.work}/n{n}"
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
-    ens = Ensemble(work)
+    ens = Ensemble(work, args.observers, args.local_sessions)
     stubs, members = [], []
     try:
         connect = ens.connect()
+        stub_connect = ens.stubs_connect()
         subprocess.run(
             [args.zkdns, "import", "--zk", connect, "--root", ROOT, zone_file],
             check=True, capture_output=True,
@@ -521,12 +541,12 @@ def measure(args, n, zone_file, names):
                 )
             )
         # a full read's cost, on one stub's ZooKeeper socket
-        first = Stub(args.zkdns, connect, 0, work)
+        first = Stub(args.zkdns, stub_connect, 0, work)
         stubs.append(first)
         wait_ready(stubs)
         full_read = grown({}, zk_sockets(ens.client, {first.proc.pid}))
         for i in range(1, n):
-            stubs.append(Stub(args.zkdns, connect, i, work))
+            stubs.append(Stub(args.zkdns, stub_connect, i, work))
         wait_ready(stubs)
         log(f"N={n}: {len(stubs)} stubs ready; a full read is {full_read} bytes")
         # idle
@@ -577,10 +597,11 @@ def measure(args, n, zone_file, names):
         leader = ens.leader()
         events.append(herd(ens, stubs, leader, "leader killed", full_read))
         log(f"N={n}: {events[-1]}")
+        kind = "observer" if ens.observers else "follower"
         busiest = max(
-            (i for i in range(3) if ens.mode(i) == "follower"), key=lambda i: ens.sessions(i)
+            (i for i in range(ens.size) if ens.mode(i) == kind), key=lambda i: ens.sessions(i)
         )
-        events.append(herd(ens, stubs, busiest, "busiest follower killed", full_read))
+        events.append(herd(ens, stubs, busiest, f"busiest {kind} killed", full_read))
         log(f"N={n}: {events[-1]}")
         events.append(herd(ens, stubs, None, "rolling restart", full_read))
         log(f"N={n}: {events[-1]}")
@@ -699,9 +720,9 @@ def extrapolation(rows, target=10_000, jitter=15.0):
     return out
 
 
-def report(rows, out):
+def report(rows, out, name="scale", title="N stubs on a 3-node ensemble"):
     lines = [
-        "# Fleet scale: N stubs on a 3-node ensemble",
+        f"# Fleet scale: {title}",
         "",
         "`bench/run.sh scale`; each stub its own process and loopback address, a zone of "
         f"{rows[0]['names']} names (`zkdns import`) and 10 names with a registered member, "
@@ -736,11 +757,11 @@ def report(rows, out):
                 f"{'%.0f' % e['peak_requests_per_s'] if e['peak_requests_per_s'] else 'n/a'} ({r['idle_requests_per_s']:.0f}) |"
             )
     lines += extrapolation(rows)
-    with open(f"{out}/scale.md", "w") as f:
+    with open(f"{out}/{name}.md", "w") as f:
         f.write("\n".join(lines) + "\n")
-    with open(f"{out}/scale.json", "w") as f:
+    with open(f"{out}/{name}.json", "w") as f:
         json.dump(rows, f, indent=1)
-    with open(f"{out}/scale.tsv", "w") as f:
+    with open(f"{out}/{name}.tsv", "w") as f:
         for r in rows:
             for k, v in r.items():
                 if k != "events":
@@ -748,7 +769,7 @@ def report(rows, out):
             for e in r["events"]:
                 for k, v in e.items():
                     f.write(f"{r['n']}\t{e['event']}\t{k}\t{v}\n")
-    svg(rows, f"{out}/scale.svg")
+    svg(rows, f"{out}/{name}.svg")
 
 
 def main():
@@ -759,17 +780,25 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--ns", default="1 50 200")
+    ap.add_argument("--observers", type=int, default=0, help="stubs on this many observers")
+    ap.add_argument("--local-sessions", action="store_true", help="localSessionsEnabled")
+    ap.add_argument("--name", default="scale", help="the results' file names")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from scale.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    title = "N stubs on a 3-node ensemble"
+    if args.observers:
+        title += f", the stubs on {args.observers} observers only"
+    if args.local_sessions:
+        title += ", local sessions (localSessionsEnabled)"
     if args.report_only:
-        report(json.load(open(f"{args.out}/scale.json")), args.out)
+        report(json.load(open(f"{args.out}/{args.name}.json")), args.out, args.name, title)
         return
     rows = []
     for n in [int(v) for v in args.ns.split()]:
         rows.append(measure(args, n, args.zone_file, args.names))
-        report(rows, args.out)
-    print(open(f"{args.out}/scale.md").read())
+        report(rows, args.out, args.name, title)
+    print(open(f"{args.out}/{args.name}.md").read())
 
 
 if __name__ == "__main__":

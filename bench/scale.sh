@@ -10,4 +10,11 @@ part_scale() {
   log "scale: N in $ns, $names names, a 3-node ensemble on tmpfs"
   "$PY" "$BENCH_DIR/scale.py" --zkdns "$ZKDNS" --zone-file "$dir/zone.zone" --names "$names" \
     --work "$RUN/scale" --out "$RESULTS" --ns "$ns"
+  # the stubs on two observers only
+  "$PY" "$BENCH_DIR/scale.py" --zkdns "$ZKDNS" --zone-file "$dir/zone.zone" --names "$names" \
+    --work "$RUN/scale" --out "$RESULTS" --ns "$ns" --observers 2 --name scale-observers
+  # ZooKeeper's local sessions, which `serve`'s session (owning no ephemerals) could use
+  "$PY" "$BENCH_DIR/scale.py" --zkdns "$ZKDNS" --zone-file "$dir/zone.zone" --names "$names" \
+    --work "$RUN/scale" --out "$RESULTS" --ns "${ns##* }" --local-sessions \
+    --name scale-local-sessions
 }

@@ -72,7 +72,7 @@ pub fn not_ready_reason(
     }
     let secs = since_sync.as_secs();
     Some(if session_connected {
-        format!("stale: re-reading ZooKeeper after a reconnect, last in sync {secs} s ago")
+        format!("stale: catching up with ZooKeeper after a reconnect, last in sync {secs} s ago")
     } else {
         format!("stale: ZooKeeper disconnected for {secs} s")
     })
@@ -253,7 +253,7 @@ mod tests {
         assert!(
             not_ready_reason(true, true, s, true)
                 .unwrap()
-                .starts_with("stale: re-reading")
+                .starts_with("stale: catching up")
         );
     }
 

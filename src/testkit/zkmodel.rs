@@ -127,7 +127,7 @@ impl ZkModel {
     }
 
     /// A tool's transaction: `steps`, and the entry for `name` in its zone's mark (the mark
-    /// made if missing, as [`crate::zk::marks::touch`] does).
+    /// made if missing, as `zk::write::commit` does).
     fn tool_txn(&mut self, zone: &str, name: &str, mut steps: Vec<(String, Option<String>)>) {
         let mark = self.layout.mark(zone);
         let names = [name.to_string()];

@@ -5,12 +5,12 @@
 //! The client knows the zxid up to which the lost connection delivered every notification
 //! (`Client::zxids`, patch 5 of vendor/zookeeper-client); a node whose stat is at or below it
 //! is as the map has it. For each zone held this reads the stats of the zone, of its mark and
-//! of the names listed there or holding members, then only what those stats say moved: a zone
-//! whose names changed is listed, a name whose members changed is listed, a node whose data
-//! changed is read. When nothing changed that is a few small requests per zone plus one per
-//! name with members. What the stats cannot tell (zones made or deleted, a record set's data
-//! changed, a zone without a mark) sends the caller to a full read, which is right for
-//! anything.
+//! of the names listed there or holding members, then only what moved: the record sets a
+//! mark's ring names, a zone whose names changed (listed, and the new names read), a name
+//! whose data or members changed. When nothing changed that is a few small requests per zone
+//! plus one per name with members. What neither tells (zones made or deleted, a zone without a
+//! mark, a ring that no longer reaches back) sends the caller to a full read, which is right
+//! for anything.
 
 use std::collections::{HashMap, HashSet};
 

@@ -24,7 +24,6 @@ use zookeeper_client::Client;
 
 use crate::zk::auth::persistent;
 use crate::zk::layout::{Layout, NodePath};
-use crate::zk::write::{Op, get};
 use crate::zk::{Access, ZkError};
 
 /// Writes a mark remembers.
@@ -117,50 +116,16 @@ pub fn since(data: &[u8], mzxid: i64, lost: i64) -> Since {
     Since::Names(names)
 }
 
-/// The operations that record a write of `names` (znode names) in `zone`'s mark: a new ring
-/// entry against the mark's version, or the mark made (with `<root>/marks` if missing). A
-/// conflict on the mark means another writer got there first: build them again.
-pub async fn touch(
-    client: &Client,
+/// The zones whose marks a transaction writing `paths` must touch, with the record sets
+/// written in each: those made, changed or deleted. Members, and zone settings, show in the
+/// stats.
+pub fn zones_to_touch<'a>(
     layout: &Layout,
-    zone: &str,
-    names: &[String],
-) -> Result<Vec<Op>, ZkError> {
-    let path = layout.mark(zone);
-    if let Some((data, stat)) = get(client, &path).await? {
-        return Ok(vec![Op::SetData {
-            path,
-            data: appended(&data, stat.mzxid, names),
-            version: stat.version,
-        }]);
-    }
-    let mut ops = Vec::new();
-    let marks = layout.marks();
-    if client
-        .check_stat(&marks)
-        .await
-        .map_err(ZkError::request(&marks))?
-        .is_none()
-    {
-        ops.push(Op::Create {
-            path: marks,
-            data: Vec::new(),
-        });
-    }
-    // a stub lost before the mark existed does not use it (its czxid says so)
-    ops.push(Op::Create {
-        path,
-        data: appended(b"", 0, names),
-    });
-    Ok(ops)
-}
-
-/// The zones whose marks `ops` must touch, with the record sets written in each: those
-/// made, changed or deleted. Members, and zone settings, show in the stats.
-pub fn zones_to_touch(layout: &Layout, ops: &[Op]) -> Vec<(String, Vec<String>)> {
+    paths: impl IntoIterator<Item = &'a str>,
+) -> Vec<(String, Vec<String>)> {
     let mut zones: Vec<(String, Vec<String>)> = Vec::new();
-    for op in ops {
-        if let NodePath::Set(z, n) = layout.classify(op.path()) {
+    for path in paths {
+        if let NodePath::Set(z, n) = layout.classify(path) {
             let at = match zones.iter().position(|(known, _)| known == z) {
                 Some(at) => at,
                 None => {
@@ -209,6 +174,7 @@ pub async fn set_listed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::zk::write::Op;
 
     fn set_data(path: &str) -> Op {
         Op::SetData {
@@ -234,7 +200,7 @@ mod tests {
             delete("/zkdns/zones/a.l/web/m1"),
             set_data("/zkdns/zones/a.l"),
         ];
-        assert!(zones_to_touch(&l, &plain).is_empty());
+        assert!(zones_to_touch(&l, plain.iter().map(Op::path)).is_empty());
         let ops = [
             set_data("/zkdns/zones/a.l/web"),
             set_data("/zkdns/zones/a.l/db"),
@@ -245,7 +211,7 @@ mod tests {
         ];
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
-            zones_to_touch(&l, &ops),
+            zones_to_touch(&l, ops.iter().map(Op::path)),
             [
                 ("a.l".to_string(), names(&["web", "db"])),
                 ("b.l".to_string(), names(&["x"])),

@@ -175,12 +175,12 @@ async fn kept_acls(
 /// record sets they write in their zones' change marks ([`marks`]). Another writer's entry
 /// landing first is not a conflict of `ops`: the entries are built again.
 pub async fn commit(client: &Client, layout: &Layout, ops: &[Op]) -> Result<(), CommitError> {
-    let touched = marks::zones_to_touch(layout, ops);
+    let touched = marks::zones_to_touch(layout, ops.iter().map(Op::path));
     let mut attempts = 0;
     loop {
         let mut all = ops.to_vec();
         for (zone, names) in &touched {
-            all.extend(marks::touch(client, layout, zone, names).await?);
+            all.extend(mark_ops(client, layout, zone, names).await?);
         }
         match commit_ops(client, &all).await {
             Err(CommitError::Conflict { path, .. })
@@ -191,6 +191,44 @@ pub async fn commit(client: &Client, layout: &Layout, ops: &[Op]) -> Result<(), 
             done => return done,
         }
     }
+}
+
+/// The operations that record a write of `names` (znode names) in `zone`'s change mark: a
+/// new ring entry against the mark's version, or the mark made (with `<root>/marks` if
+/// missing). A conflict on the mark means another writer got there first: build them again.
+async fn mark_ops(
+    client: &Client,
+    layout: &Layout,
+    zone: &str,
+    names: &[String],
+) -> Result<Vec<Op>, ZkError> {
+    let path = layout.mark(zone);
+    if let Some((data, stat)) = get(client, &path).await? {
+        return Ok(vec![Op::SetData {
+            path,
+            data: marks::appended(&data, stat.mzxid, names),
+            version: stat.version,
+        }]);
+    }
+    let mut ops = Vec::new();
+    let marks = layout.marks();
+    if client
+        .check_stat(&marks)
+        .await
+        .map_err(ZkError::request(&marks))?
+        .is_none()
+    {
+        ops.push(Op::Create {
+            path: marks,
+            data: Vec::new(),
+        });
+    }
+    // a stub lost before the mark existed does not use it (its czxid says so)
+    ops.push(Op::Create {
+        path,
+        data: marks::appended(b"", 0, names),
+    });
+    Ok(ops)
 }
 
 /// Commits `ops` as they are.
