@@ -238,14 +238,14 @@ def first_a(reply):
 
 
 class Stub:
-    def __init__(self, zkdns, connect, i, work):
+    def __init__(self, zkdns, connect, i, work, extra=()):
         self.addr = f"127.0.{2 + i // 250}.{1 + i % 250}"
         self.log = open(f"{work}/stub{i}.log", "w")
         self.proc = subprocess.Popen(
             [
                 zkdns, "serve", "--zk", connect, "--root", ROOT,
                 "--listen", f"{self.addr}:{DNS_PORT}", "--no-upstream",
-                "--metrics", f"{self.addr}:{METRICS_PORT}",
+                "--metrics", f"{self.addr}:{METRICS_PORT}", *extra,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -308,12 +308,21 @@ def zk_sockets(zk_ports, pids=None):
 
 
 def grown(before, after):
-    """Bytes received by clients since `before`, on connections open at `after` (new ones whole)."""
-    return sum(rx - before.get(k, (0, 0))[0] for k, (rx, _) in after.items())
+    """Bytes received by clients since `before`, on connections open at `after`: new ones
+    whole (a new connection may reuse an old one's addresses: it then has fewer bytes)."""
+    total = 0
+    for k, (rx, _) in after.items():
+        old = before.get(k, (0, 0))[0]
+        total += rx - old if rx >= old else rx
+    return total
 
 
 def both_ways(before, after):
-    return sum(rx + tx - sum(before.get(k, (0, 0))) for k, (rx, tx) in after.items())
+    total = 0
+    for k, (rx, tx) in after.items():
+        old = sum(before.get(k, (0, 0)))
+        total += rx + tx - old if rx + tx >= old else rx + tx
+    return total
 
 
 class Rate(threading.Thread):
@@ -541,12 +550,13 @@ def measure(args, n, zone_file, names):
                 )
             )
         # a full read's cost, on one stub's ZooKeeper socket
-        first = Stub(args.zkdns, stub_connect, 0, work)
+        extra = args.stub_args.split()
+        first = Stub(args.zkdns, stub_connect, 0, work, extra)
         stubs.append(first)
         wait_ready(stubs)
         full_read = grown({}, zk_sockets(ens.client, {first.proc.pid}))
         for i in range(1, n):
-            stubs.append(Stub(args.zkdns, stub_connect, i, work))
+            stubs.append(Stub(args.zkdns, stub_connect, i, work, extra))
         wait_ready(stubs)
         log(f"N={n}: {len(stubs)} stubs ready; a full read is {full_read} bytes")
         # idle
@@ -690,6 +700,7 @@ def extrapolation(rows, target=10_000, jitter=15.0):
     n = big["n"]
     leader = big["events"][0]
     cpu_per = (big["ensemble_cpu_pct"] - small["ensemble_cpu_pct"]) / max(1, n - small["n"])
+    single = len(rows) == 1
     req_per_stub = leader["herd_requests"] / max(1, leader["moved"])
     idle_req = big["idle_requests_per_s"] / (n + 10)
     out = [
@@ -700,10 +711,15 @@ def extrapolation(rows, target=10_000, jitter=15.0):
         f"{big['idle_packets_per_s_per_stub'] * target:,.0f} packets/s for the ensemble; "
         f"{big['idle_bytes_per_s_per_stub']:.0f} B/s × {target:,} = "
         f"{big['idle_bytes_per_s_per_stub'] * target / 1e3:,.0f} kB/s.",
-        f"- Ensemble CPU: ({big['ensemble_cpu_pct']:.1f} % − {small['ensemble_cpu_pct']:.1f} %) / "
-        f"{n - small['n']} stubs = {cpu_per:.3f} % of a core per stub; × {target:,} = "
-        f"{cpu_per * target / 100:.1f} cores across the three servers (pings alone; per-host mode "
-        "divides it by the containers per host).",
+        (
+            f"- Ensemble CPU: {big['ensemble_cpu_pct']:.1f} % of a core at N = {n} (one N only: "
+            "see scale.md for the cost per stub)."
+            if single
+            else f"- Ensemble CPU: ({big['ensemble_cpu_pct']:.1f} % − {small['ensemble_cpu_pct']:.1f} %) / "
+            f"{n - small['n']} stubs = {cpu_per:.3f} % of a core per stub; × {target:,} = "
+            f"{cpu_per * target / 100:.1f} cores across the three servers (pings alone; per-host "
+            "mode divides it by the containers per host)."
+        ),
         f"- Memory: {big['rss_anon_kb'] / 1024:.2f} MB private per stub × {target:,} = "
         f"{big['rss_anon_kb'] * target / 1024 / 1024:.1f} GB across the hosts, plus "
         f"{big['rss_file_kb'] / 1024:.1f} MB of shared binary per host.",
@@ -715,7 +731,8 @@ def extrapolation(rows, target=10_000, jitter=15.0):
         f"{req_per_stub - 2:.0f} a stub spreads over `--resync-jitter` ({jitter:.0f} s): "
         f"{(req_per_stub - 2) * target / jitter:,.0f}/s beside an idle "
         f"{idle_req * target:,.0f} requests/s; the reconnects themselves (connect and watch, "
-        f"{2 * target:,}) come as fast as the stubs notice the loss.",
+        f"{2 * target:,}) over the reconnect spread, a fifth of the session timeout (1.2 s at "
+        f"6 s: {2 * target / 1.2:,.0f}/s; 4 s at 20 s: {2 * target / 4:,.0f}/s).",
     ]
     return out
 
@@ -726,8 +743,9 @@ def report(rows, out, name="scale", title="N stubs on a 3-node ensemble"):
         "",
         "`bench/run.sh scale`; each stub its own process and loopback address, a zone of "
         f"{rows[0]['names']} names (`zkdns import`) and 10 names with a registered member, "
-        "default stub settings (session timeout 6 s, `--resync-jitter` 15 s: a moved stub catches up a "
-        "random 0–15 s after it reconnects). Ensemble on "
+        "stub settings by default (session timeout 6 s: a stub that loses its server reconnects a "
+        "random 0–1.2 s later; `--resync-jitter` 15 s: it catches up a random 0–15 s after that) "
+        "unless the title says otherwise. Ensemble on "
         "tmpfs, same 2-core machine as the stubs.",
         "",
         "| N | idle packets/s per stub | idle bytes/s per stub | ensemble CPU % | RSS kB per stub (private / shared) | propagation p50 / p99 ms (write itself) |",
@@ -783,6 +801,7 @@ def main():
     ap.add_argument("--observers", type=int, default=0, help="stubs on this many observers")
     ap.add_argument("--local-sessions", action="store_true", help="localSessionsEnabled")
     ap.add_argument("--name", default="scale", help="the results' file names")
+    ap.add_argument("--stub-args", default="", help="more flags for every stub's serve")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from scale.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -791,6 +810,8 @@ def main():
         title += f", the stubs on {args.observers} observers only"
     if args.local_sessions:
         title += ", local sessions (localSessionsEnabled)"
+    if args.stub_args:
+        title += f", stubs with `{args.stub_args}`"
     if args.report_only:
         report(json.load(open(f"{args.out}/{args.name}.json")), args.out, args.name, title)
         return

@@ -66,9 +66,14 @@ fn follow_zookeeper(
     pacing: Pacing,
     cancel: CancellationToken,
 ) -> JoinHandle<()> {
-    let sync = MapSync::new(target.zk, target.layout, Tree::for_zones(zones), store)
-        .with_metrics(metrics)
-        .with_pacing(pacing);
+    let sync = MapSync::new(
+        target.zk.spreading_reconnects(),
+        target.layout,
+        Tree::for_zones(zones),
+        store,
+    )
+    .with_metrics(metrics)
+    .with_pacing(pacing);
     tokio::spawn(sync.run(cancel))
 }
 

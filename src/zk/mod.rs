@@ -34,6 +34,9 @@ pub struct ZkConfig {
     pub auth: Option<Arc<ZkAuth>>,
     /// TLS to every host of `connect` (`tcp://host` opts one out); `None` is plain TCP.
     pub tls: Option<Arc<ZkTls>>,
+    /// The longest random wait before reconnecting after a lost connection (zero: at once);
+    /// see [`ZkConfig::spreading_reconnects`].
+    pub reconnect_spread: Duration,
 }
 
 impl ZkConfig {
@@ -44,7 +47,17 @@ impl ZkConfig {
             session_timeout,
             auth: None,
             tls: None,
+            reconnect_spread: Duration::ZERO,
         }
+    }
+
+    /// Reconnects after a random wait of up to a fifth of the session timeout (at most 5 s),
+    /// as `serve` and `hosts` do: the stubs one server's failure disconnects then reach the
+    /// other servers spread over that time, not at once, and still well inside their session
+    /// (a hung server is left after 3/5 of it). They serve their map meanwhile.
+    pub fn spreading_reconnects(mut self) -> Self {
+        self.reconnect_spread = (self.session_timeout / 5).min(Duration::from_secs(5));
+        self
     }
 }
 
@@ -170,7 +183,8 @@ fn connection_timeout(session_timeout: Duration) -> Duration {
 pub async fn connect(config: &ZkConfig) -> Result<Client, ZkError> {
     let mut connector = Client::connector()
         .with_session_timeout(config.session_timeout)
-        .with_connection_timeout(connection_timeout(config.session_timeout));
+        .with_connection_timeout(connection_timeout(config.session_timeout))
+        .with_reconnect_spread(config.reconnect_spread);
     if let Some(auth) = &config.auth {
         connector = connector.with_auth("digest", &auth.credentials());
     }

@@ -1,7 +1,8 @@
 //! Fleet scale (issue 15), small: a herd of a few stubs that lose their ZooKeeper connection
 //! together spread their full re-reads over `--resync-jitter` while following the changes
 //! made after the reconnect, serve their map throughout, and end equal to the tree; and a
-//! stub whose server dies tries the other servers first.
+//! stub whose server dies waits its random part of the reconnect spread, then tries the other
+//! servers first.
 
 use std::time::{Duration, Instant};
 
@@ -214,6 +215,14 @@ async fn a_stub_whose_server_dies_tries_the_others_first() {
             !first.contains(&dead.to_string()),
             "the first server tried was the one that died ({dead}):\n{after}"
         );
+        // it waited its random part of a fifth of the session timeout (6 s) first
+        let waited: u64 = after
+            .lines()
+            .find_map(|l| l.split("reconnecting in ").nth(1))
+            .and_then(|rest| rest.split("ms").next())
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or_else(|| panic!("no reconnect spread logged:\n{after}"));
+        assert!(waited <= 1200, "waited {waited} ms:\n{after}");
         assert_eq!(a_of(stub, "web.fleet.test").await, vec!["10.0.0.1"]);
     }
 }

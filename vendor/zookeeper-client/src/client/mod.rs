@@ -1557,6 +1557,8 @@ pub struct Connector {
     server_version: Version,
     session_timeout: Duration,
     connection_timeout: Duration,
+    /// zkdns patch: see [`Connector::with_reconnect_spread`].
+    reconnect_spread: Duration,
 }
 
 impl Connector {
@@ -1574,7 +1576,17 @@ impl Connector {
             server_version: Version(u32::MAX, u32::MAX, u32::MAX),
             session_timeout: Duration::ZERO,
             connection_timeout: Duration::ZERO,
+            reconnect_spread: Duration::ZERO,
         }
+    }
+
+    /// zkdns patch: after a connection is lost, waits a random time up to `spread` before the
+    /// first reconnect attempt, so that the many clients one server's failure disconnects do
+    /// not all connect to the others at once. Zero (the default): at once. Keep it well
+    /// inside the session timeout, less the connection timeout.
+    pub fn with_reconnect_spread(mut self, spread: Duration) -> Self {
+        self.reconnect_spread = spread;
+        self
     }
 
     /// Specifies target session timeout to negotiate with ZooKeeper server.
@@ -1758,7 +1770,8 @@ impl Connector {
             .with_readonly(self.readonly)
             .with_detached(self.detached)
             .with_session_timeout(self.session_timeout)
-            .with_connection_timeout(self.connection_timeout);
+            .with_connection_timeout(self.connection_timeout)
+            .with_reconnect_spread(self.reconnect_spread);
         #[cfg(feature = "tls")]
         let builder = builder.with_tls(self.tls);
         #[cfg(any(feature = "sasl-digest-md5", feature = "sasl-gssapi"))]

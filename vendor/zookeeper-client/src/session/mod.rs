@@ -63,9 +63,15 @@ pub struct Builder {
     session: Option<SessionInfo>,
     session_timeout: Duration,
     connection_timeout: Duration,
+    reconnect_spread: Duration,
 }
 
 impl Builder {
+    /// zkdns patch: see `Connector::with_reconnect_spread`.
+    pub fn with_reconnect_spread(self, reconnect_spread: Duration) -> Self {
+        Self { reconnect_spread, ..self }
+    }
+
     #[cfg(feature = "tls")]
     pub fn with_tls(self, tls: Option<TlsOptions>) -> Self {
         Self { tls, ..self }
@@ -134,6 +140,7 @@ impl Builder {
             detached: self.detached,
 
             configured_connection_timeout: self.connection_timeout,
+            reconnect_spread: self.reconnect_spread,
 
             last_zxid: session.last_zxid,
             zxids: std::sync::Arc::new(Zxids::default()),
@@ -213,6 +220,8 @@ pub struct Session {
     connector: Connector,
 
     configured_connection_timeout: Duration,
+    /// zkdns patch: the longest random wait before reconnecting after a loss.
+    reconnect_spread: Duration,
 
     last_zxid: i64,
     /// zkdns patch: the zxids seen, shared with the [`Client`](crate::Client)s.
@@ -279,6 +288,13 @@ impl Session {
         endpoints.reset_after_connect();
         self.serve_once(conn, &mut endpoints, &mut buf, &mut depot, &mut requester).await;
         while !self.session_state.is_terminated() {
+            // zkdns patch: spread the reconnects of the clients one server's failure moves
+            if !self.reconnect_spread.is_zero() {
+                let ms = self.reconnect_spread.as_millis().min(u128::from(u32::MAX)) as u32;
+                let wait = Duration::from_millis(fastrand::u32(0..=ms).into());
+                debug!("reconnecting in {}ms (reconnect spread)", wait.as_millis());
+                async_io::Timer::after(wait).await;
+            }
             let conn = match self.start(&mut endpoints, &mut buf, &mut depot).await {
                 Err(err) => {
                     warn!("fail to connect to cluster {:?} due to {}", endpoints.endpoints(), err);
