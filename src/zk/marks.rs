@@ -223,7 +223,7 @@ mod tests {
     #[test]
     fn the_ring_names_what_changed_since_a_zxid() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        // made at zxid 10 with web; db at 20; then api at 30
+        // made at zxid 10 with web; db at 20; the wildcard `*` and db again at 30
         let d = appended(b"", 0, &names(&["web"]));
         let d = appended(&d, 10, &names(&["db"]));
         let d = appended(&d, 20, &names(&["*", "db"]));
