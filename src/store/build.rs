@@ -16,7 +16,7 @@ use super::node::{
     with_below,
 };
 use super::{Snapshot, ZoneSnap, unix_now};
-use crate::names::{AddrKey, RelName, ZoneName, label_offsets, wire_key_str};
+use crate::names::{AddrKey, RelName, ZoneName, label_offsets, wire_key_str, wire_to_string};
 use crate::records::{RecordData, ZoneSettings};
 
 /// The change cannot be made in place (a zone nested in another appeared or went, or a zone's
@@ -329,23 +329,15 @@ impl Builder {
             return Vec::new();
         };
         let apex_key = wire_key_str(zone.as_str());
+        let suffix = format!(".{zone}.");
         let mut names: Vec<String> = self
             .snap
             .sets(idx)
             .filter(|(key, _)| **key != *apex_key)
             .filter_map(|(key, _)| {
-                let labels = label_offsets(key).count() - label_offsets(&apex_key).count();
-                let mut text = String::new();
-                let mut at = 0;
-                for _ in 0..labels {
-                    let len = usize::from(*key.get(at)?);
-                    if !text.is_empty() {
-                        text.push('.');
-                    }
-                    text.push_str(std::str::from_utf8(key.get(at + 1..at + 1 + len)?).ok()?);
-                    at += 1 + len;
-                }
-                Some(text)
+                wire_to_string(key)
+                    .strip_suffix(suffix.as_str())
+                    .map(str::to_string)
             })
             .collect();
         if self.zones[&idx].apex.is_some() {

@@ -20,7 +20,7 @@ use zookeeper_client::{Client, Stat};
 use crate::zk::ZkError;
 use crate::zk::layout::Layout;
 use crate::zk::marks::{self, Since};
-use crate::zk::tree::{NodeState, Tree};
+use crate::zk::tree::{Applied, NodeState, Tree};
 
 /// Requests in flight at once: pipelined on the one connection, bounded so that a tree with
 /// many names with members does not queue them all at once.
@@ -79,58 +79,59 @@ pub trait Source {
     ) -> impl Future<Output = Result<Vec<Option<NodeState>>, ZkError>> + Send;
 }
 
-/// A reply, with a node that does not exist as `None`.
-fn found<T>(path: &str, reply: Result<T, zookeeper_client::Error>) -> Result<Option<T>, ZkError> {
-    match reply {
-        Ok(v) => Ok(Some(v)),
-        Err(zookeeper_client::Error::NoNode) => Ok(None),
-        Err(e) => Err(ZkError::request(path)(e)),
+/// Sends `request` for every path, `IN_FLIGHT` at a time (a request goes out when the
+/// client's method is called, so a chunk is pipelined on the one connection), and keeps each
+/// reply as `keep` makes it; a node that does not exist is `None`.
+async fn pipelined<'a, R, T, F>(
+    paths: &'a [String],
+    request: impl Fn(&'a str) -> F,
+    keep: impl Fn(R) -> Option<T>,
+) -> Result<Vec<Option<T>>, ZkError>
+where
+    F: Future<Output = Result<R, zookeeper_client::Error>>,
+{
+    let mut out = Vec::with_capacity(paths.len());
+    for chunk in paths.chunks(IN_FLIGHT) {
+        let replies = join_all(chunk.iter().map(|p| request(p))).await;
+        for (p, reply) in chunk.iter().zip(replies) {
+            out.push(match reply {
+                Ok(v) => keep(v),
+                Err(zookeeper_client::Error::NoNode) => None,
+                Err(e) => return Err(ZkError::request(p)(e)),
+            });
+        }
     }
+    Ok(out)
 }
 
-// Each sends its requests `IN_FLIGHT` at a time: a request goes out when the client's method
-// is called, so a chunk is pipelined on the one connection.
 impl Source for Client {
     async fn stats(&self, paths: &[String]) -> Result<Vec<Option<NodeStat>>, ZkError> {
-        let mut out = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(IN_FLIGHT) {
-            let replies = join_all(chunk.iter().map(|p| self.check_stat(p))).await;
-            for (p, reply) in chunk.iter().zip(replies) {
-                out.push(found(p, reply)?.flatten().map(|s: Stat| NodeStat {
+        pipelined(
+            paths,
+            |p| self.check_stat(p),
+            |s: Option<Stat>| {
+                s.map(|s| NodeStat {
                     czxid: s.czxid,
                     mzxid: s.mzxid,
                     pzxid: s.pzxid,
                     num_children: s.num_children,
-                }));
-            }
-        }
-        Ok(out)
+                })
+            },
+        )
+        .await
     }
 
     async fn listings(&self, paths: &[String]) -> Result<Vec<Option<Vec<String>>>, ZkError> {
-        let mut out = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(IN_FLIGHT) {
-            let replies = join_all(chunk.iter().map(|p| self.list_children(p))).await;
-            for (p, reply) in chunk.iter().zip(replies) {
-                out.push(found(p, reply)?);
-            }
-        }
-        Ok(out)
+        pipelined(paths, |p| self.list_children(p), Some).await
     }
 
     async fn data(&self, paths: &[String]) -> Result<Vec<Option<NodeState>>, ZkError> {
-        let mut out = Vec::with_capacity(paths.len());
-        for chunk in paths.chunks(IN_FLIGHT) {
-            let replies = join_all(chunk.iter().map(|p| self.get_data(p))).await;
-            for (p, reply) in chunk.iter().zip(replies) {
-                out.push(found(p, reply)?.map(|(data, stat)| NodeState {
-                    data,
-                    mzxid: stat.mzxid,
-                    mtime: stat.mtime,
-                }));
-            }
-        }
-        Ok(out)
+        pipelined(
+            paths,
+            |p| self.get_data(p),
+            |(data, stat)| Some(NodeState::read(data, &stat)),
+        )
+        .await
     }
 }
 
@@ -351,12 +352,12 @@ pub async fn catch_up(
     let mut apply = |tree: &mut Tree, path: &str, state: Option<&NodeState>| match tree
         .apply(layout, path, state)
     {
-        crate::zk::tree::Applied::Unchanged => Ok(()),
-        crate::zk::tree::Applied::Changed => {
+        Applied::Unchanged => Ok(()),
+        Applied::Changed => {
             changed += 1;
             Ok(())
         }
-        crate::zk::tree::Applied::Resync => Err(()),
+        Applied::Resync => Err(()),
     };
     let layout_changed = || Ok(Outcome::Full("a change needs the map rebuilt".into()));
     for (path, state) in paths.iter().zip(&states) {

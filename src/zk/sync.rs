@@ -55,14 +55,6 @@ enum RefreshError {
     Layout(String),
 }
 
-fn node_state(data: Vec<u8>, stat: &zookeeper_client::Stat) -> NodeState {
-    NodeState {
-        data,
-        mzxid: stat.mzxid,
-        mtime: stat.mtime,
-    }
-}
-
 /// How full reads are paced.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pacing {
@@ -482,7 +474,7 @@ impl MapSync {
             tree.apply(
                 layout,
                 found.path,
-                Some(&node_state(found.data, &found.stat)),
+                Some(&NodeState::read(found.data, &found.stat)),
             );
         })
         .await?;
@@ -584,7 +576,7 @@ impl MapSync {
         let results = join_all(reads).await;
         for ((_, path), result) in wanted.iter().zip(results) {
             let state = match result {
-                Ok((data, stat)) => Some(node_state(data, &stat)),
+                Ok((data, stat)) => Some(NodeState::read(data, &stat)),
                 Err(zookeeper_client::Error::NoNode) => None,
                 Err(e) => return Err(ZkError::request(path)(e).into()),
             };

@@ -24,6 +24,17 @@ pub struct NodeState {
     pub mtime: i64,
 }
 
+impl NodeState {
+    /// A node's data and stat as a read returns them.
+    pub fn read(data: Vec<u8>, stat: &zookeeper_client::Stat) -> Self {
+        Self {
+            data,
+            mzxid: stat.mzxid,
+            mtime: stat.mtime,
+        }
+    }
+}
+
 /// What applying a node did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
