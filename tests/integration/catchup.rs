@@ -6,7 +6,6 @@
 //! full read. (A zone without a change mark is read in full: fleet.rs.)
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -19,17 +18,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Runs `zkdns ARGS…` once against `connect`; panics unless it succeeds.
 fn zkdns_ok(connect: &str, root: &str, args: &[&str]) {
-    let out = zkdns_cmd_at(connect, root)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run zkdns");
-    assert!(
-        out.status.success(),
-        "zkdns {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let r = run(zkdns_cmd_at(connect, root), args, &[]);
+    assert_eq!(r.code, 0, "zkdns {args:?}: {}", r.text());
 }
 
 /// `zkdns [--zk-session-timeout T] register FQDN --addr A --id ID`, running.
@@ -38,29 +28,6 @@ fn register(connect: &str, root: &str, session: &str, fqdn: &str, addr: &str, id
     cmd.args(["--zk-session-timeout", session, "register", fqdn])
         .args(["--addr", addr, "--id", id]);
     Daemon::spawn("zkdns register", cmd)
-}
-
-async fn a_of(stub: &Zkdns, name: &str) -> Vec<String> {
-    let mut got = addresses(&query(stub.addr(), name, RecordType::A).await);
-    got.sort();
-    got
-}
-
-/// Waits until `name` answers exactly `want` (sorted).
-async fn until_answers(stub: &Zkdns, name: &str, want: &[&str]) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let got = a_of(stub, name).await;
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} answers {got:?}, not {want:?}:\n{}",
-            stub.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn metrics(stub: &Zkdns) -> BTreeMap<String, f64> {
@@ -133,7 +100,8 @@ async fn a_leader_election_with_nothing_changed_reads_no_data() {
         })
         .collect();
     for stub in &stubs {
-        until_answers(stub, "api.catch.test", &["10.0.1.1"]).await;
+        stub.until_answers("api.catch.test", &["10.0.1.1"], DEADLINE)
+            .await;
     }
 
     let leader = ens.leader().expect("a leader");
@@ -143,8 +111,8 @@ async fn a_leader_election_with_nothing_changed_reads_no_data() {
     for stub in &stubs {
         let deadline = Instant::now() + DEADLINE;
         while metric(stub, "zkdns_zookeeper_catchups_total") < 1.0 {
-            assert_eq!(a_of(stub, "web.catch.test").await, ["10.0.0.1"]);
-            assert_eq!(a_of(stub, "api.catch.test").await, ["10.0.1.1"]);
+            assert_eq!(stub.a_of("web.catch.test").await, ["10.0.0.1"]);
+            assert_eq!(stub.a_of("api.catch.test").await, ["10.0.1.1"]);
             assert!(
                 Instant::now() < deadline,
                 "no catch-up:\n{:?}\n{}",
@@ -161,7 +129,7 @@ async fn a_leader_election_with_nothing_changed_reads_no_data() {
             "{m:?}"
         );
         assert_eq!(m.get("zkdns_stale"), Some(&0.0), "{m:?}");
-        assert_eq!(a_of(stub, "mail.catch.test").await, ["10.0.0.3"]);
+        assert_eq!(stub.a_of("mail.catch.test").await, ["10.0.0.3"]);
     }
 }
 
@@ -183,8 +151,10 @@ async fn a_stub_cut_off_reads_only_what_changed_and_ends_equal_to_the_tree() {
         &["--metrics", "127.0.0.1:0"],
     );
     stub.wait_synced();
-    until_answers(&stub, "api.catch.test", &["10.0.1.1"]).await;
-    until_answers(&stub, "gone.catch.test", &["10.0.2.1"]).await;
+    stub.until_answers("api.catch.test", &["10.0.1.1"], DEADLINE)
+        .await;
+    stub.until_answers("gone.catch.test", &["10.0.2.1"], DEADLINE)
+        .await;
 
     // cut off, it misses: a new name and a deleted one (the tools: the zone's mark says
     // which), a second member, an expiry, and a first member under a name that had none
@@ -201,10 +171,13 @@ async fn a_stub_cut_off_reads_only_what_changed_and_ends_equal_to_the_tree() {
     proxy.restore();
 
     until_caught_up(&stub, 1.0);
-    until_answers(&stub, "new.catch.test", &["10.0.0.9"]).await;
-    until_answers(&stub, "api.catch.test", &["10.0.1.1", "10.0.1.2"]).await;
-    until_answers(&stub, "web.catch.test", &["10.0.0.1", "10.0.0.77"]).await;
-    assert_eq!(a_of(&stub, "gone.catch.test").await, Vec::<String>::new());
+    stub.until_answers("new.catch.test", &["10.0.0.9"], DEADLINE)
+        .await;
+    stub.until_answers("api.catch.test", &["10.0.1.1", "10.0.1.2"], DEADLINE)
+        .await;
+    stub.until_answers("web.catch.test", &["10.0.0.1", "10.0.0.77"], DEADLINE)
+        .await;
+    assert_eq!(stub.a_of("gone.catch.test").await, Vec::<String>::new());
     let old = query(stub.addr(), "old.catch.test", RecordType::A).await;
     assert_eq!(rcode(&old), ResponseCode::NXDomain, "{}", summary(&old));
     let m = metrics(&stub);
@@ -215,14 +188,15 @@ async fn a_stub_cut_off_reads_only_what_changed_and_ends_equal_to_the_tree() {
         Some(&6.0),
         "{m:?}"
     );
-    assert_eq!(a_of(&stub, "db.catch.test").await, ["10.0.0.2"]);
+    assert_eq!(stub.a_of("db.catch.test").await, ["10.0.0.2"]);
 
     // a record set's data changed by the tools: the mark names it
     proxy.cut();
     zkdns_ok(&direct, &root, &["set", "db.catch.test", "A", "10.0.0.6"]);
     proxy.restore();
     until_caught_up(&stub, 2.0);
-    until_answers(&stub, "db.catch.test", &["10.0.0.6"]).await;
+    stub.until_answers("db.catch.test", &["10.0.0.6"], DEADLINE)
+        .await;
     let m = metrics(&stub);
     assert_eq!(m.get("zkdns_zookeeper_resyncs_total"), Some(&1.0), "{m:?}");
     // the mark and db
@@ -231,7 +205,8 @@ async fn a_stub_cut_off_reads_only_what_changed_and_ends_equal_to_the_tree() {
         Some(&8.0),
         "{m:?}"
     );
-    until_answers(&stub, "web.catch.test", &["10.0.0.1", "10.0.0.77"]).await;
+    stub.until_answers("web.catch.test", &["10.0.0.1", "10.0.0.77"], DEADLINE)
+        .await;
     close_session(c).await;
 }
 
@@ -252,7 +227,8 @@ async fn a_plain_clients_changes_during_an_outage_are_picked_up() {
         &["--metrics", "127.0.0.1:0", "--full-read-every", "6s"],
     );
     stub.wait_synced();
-    until_answers(&stub, "web.catch.test", &["10.0.0.1"]).await;
+    stub.until_answers("web.catch.test", &["10.0.0.1"], DEADLINE)
+        .await;
 
     // a plain client, not zkdns: a new name shows in the zone's stats at once; a record set's
     // data set without the zone's change mark, at the next periodic full read
@@ -268,8 +244,10 @@ async fn a_plain_clients_changes_during_an_outage_are_picked_up() {
     .unwrap();
     proxy.restore();
     until_caught_up(&stub, 1.0);
-    until_answers(&stub, "fresh.catch.test", &["10.0.0.5"]).await;
-    until_answers(&stub, "web.catch.test", &["10.0.0.2"]).await;
+    stub.until_answers("fresh.catch.test", &["10.0.0.5"], DEADLINE)
+        .await;
+    stub.until_answers("web.catch.test", &["10.0.0.2"], DEADLINE)
+        .await;
     assert!(metric(&stub, "zkdns_zookeeper_resyncs_total") >= 2.0);
     close_session(c).await;
 }

@@ -6,8 +6,6 @@
 
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::RecordType;
-
 use crate::support::*;
 
 const ZONE: &str = "fleet.test";
@@ -20,26 +18,6 @@ fn logged_wait(stub: &Zkdns) -> Option<Duration> {
     let line = logs.lines().rfind(|l| l.contains("(--resync-jitter)"))?;
     let ms = line.split("wait_ms=").nth(1)?.split_whitespace().next()?;
     Some(Duration::from_millis(ms.parse().ok()?))
-}
-
-async fn a_of(stub: &Zkdns, name: &str) -> Vec<String> {
-    addresses(&query(stub.addr(), name, RecordType::A).await)
-}
-
-async fn eventually_answers(stub: &Zkdns, name: &str, want: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let got = a_of(stub, name).await;
-        if got == vec![want.to_string()] {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} still answers {got:?}, not {want}:\n{}",
-            stub.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +45,7 @@ async fn a_herd_spreads_its_rereads_and_follows_changes_meanwhile() {
     for stub in &stubs {
         // the first read does not wait
         assert!(logged_wait(stub).is_none(), "{}", stub.logs());
-        assert_eq!(a_of(stub, "web.fleet.test").await, vec!["10.0.0.1"]);
+        assert_eq!(stub.a_of("web.fleet.test").await, vec!["10.0.0.1"]);
     }
 
     // every stub loses its connection (not its session); a change falls in the gap
@@ -116,15 +94,10 @@ async fn a_herd_spreads_its_rereads_and_follows_changes_meanwhile() {
         .unwrap();
     let last = &stubs[at];
     if longest > JITTER / 2 {
-        eventually_answers(
-            last,
-            "db.fleet.test",
-            "10.0.0.6",
-            Duration::from_millis(1500),
-        )
-        .await;
+        last.until_answers("db.fleet.test", &["10.0.0.6"], Duration::from_millis(1500))
+            .await;
         assert_eq!(
-            a_of(last, "web.fleet.test").await,
+            last.a_of("web.fleet.test").await,
             vec!["10.0.0.1"],
             "read before its time"
         );
@@ -133,8 +106,10 @@ async fn a_herd_spreads_its_rereads_and_follows_changes_meanwhile() {
     }
     // in the end every stub equals the tree, having read it once more
     for stub in &stubs {
-        eventually_answers(stub, "web.fleet.test", "10.0.0.2", JITTER + DEADLINE).await;
-        eventually_answers(stub, "db.fleet.test", "10.0.0.6", DEADLINE).await;
+        stub.until_answers("web.fleet.test", &["10.0.0.2"], JITTER + DEADLINE)
+            .await;
+        stub.until_answers("db.fleet.test", &["10.0.0.6"], DEADLINE)
+            .await;
         let metrics = scrape_metrics(metrics_address(stub));
         assert_eq!(metrics.get("zkdns_stale"), Some(&0.0), "{metrics:?}");
         assert_eq!(
@@ -223,6 +198,6 @@ async fn a_stub_whose_server_dies_tries_the_others_first() {
             .and_then(|ms| ms.parse().ok())
             .unwrap_or_else(|| panic!("no reconnect spread logged:\n{after}"));
         assert!(waited <= 1200, "waited {waited} ms:\n{after}");
-        assert_eq!(a_of(stub, "web.fleet.test").await, vec!["10.0.0.1"]);
+        assert_eq!(stub.a_of("web.fleet.test").await, vec!["10.0.0.1"]);
     }
 }

@@ -194,6 +194,32 @@ impl Zkdns {
             .map(str::to_string)
     }
 
+    /// The A addresses it answers for `name`, sorted.
+    pub async fn a_of(&self, name: &str) -> Vec<String> {
+        let msg = super::dns::query(self.addr, name, hickory_proto::rr::RecordType::A).await;
+        let mut got = super::dns::addresses(&msg);
+        got.sort();
+        got
+    }
+
+    /// Waits up to `within` until it answers `name` with exactly the addresses `want` (sorted);
+    /// fails with its log if it does not.
+    pub async fn until_answers(&self, name: &str, want: &[&str], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.a_of(name).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} answers {got:?}, not {want:?}:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until zkdns has published a full read of ZooKeeper (its "resynced" line).
     pub fn wait_synced(&self) {
         assert!(
